@@ -1,0 +1,113 @@
+"""Pydantic models for every configurable thing, and the preset loader.
+
+Every field is validated before any work starts; a bad value raises an error naming the field.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Strict(BaseModel):
+    """Base for configs: unknown fields are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(Strict):
+    """Shape of the LLaMA-style decoder."""
+
+    name: str
+    n_layers: int = Field(gt=0)
+    d_model: int = Field(gt=0)
+    n_heads: int = Field(gt=0)
+    n_kv_heads: int = Field(gt=0)
+    d_ff: int = Field(gt=0)
+    vocab_size: int = Field(gt=7, description="must cover the 7 fixed special-token ids")
+    max_seq_len: int = Field(gt=0)
+    norm_eps: float = Field(default=1e-5, gt=0)
+    rope_theta: float = Field(default=10000.0, gt=1)
+    tie_embeddings: bool = False
+    init_std: float = Field(default=0.02, gt=0)
+
+    @model_validator(mode="after")
+    def _shapes(self) -> ModelConfig:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"n_heads ({self.n_heads}) must divide d_model ({self.d_model})")
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(f"n_kv_heads ({self.n_kv_heads}) must divide n_heads ({self.n_heads})")
+        if (self.d_model // self.n_heads) % 2:
+            raise ValueError(f"head_dim = d_model / n_heads = {self.d_model // self.n_heads} must be even for RoPE")
+        return self
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    def n_params(self) -> int:
+        """Parameter count implied by the shape (the ``model`` contract checks the module agrees)."""
+        d, hd = self.d_model, self.head_dim
+        per_layer = d * hd * (self.n_heads + 2 * self.n_kv_heads) + d * d + 3 * d * self.d_ff + 2 * d
+        embed = self.vocab_size * d
+        return embed + self.n_layers * per_layer + d + (0 if self.tie_embeddings else embed)
+
+    def n_params_non_embedding(self) -> int:
+        """Parameters outside the token embedding and the LM head (used for MFU)."""
+        embed = self.vocab_size * self.d_model
+        return self.n_params() - embed - (0 if self.tie_embeddings else embed)
+
+
+class OptimConfig(Strict):
+    """AdamW, the warmup + cosine schedule, and gradient clipping."""
+
+    lr: float = Field(default=3e-4, gt=0)
+    min_lr: float = Field(default=3e-5, ge=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = Field(default=1e-8, gt=0)
+    weight_decay: float = Field(default=0.1, ge=0)
+    warmup_steps: int = Field(default=2000, ge=0)
+    max_steps: int = Field(default=100_000, gt=0)
+    grad_clip: float = Field(default=1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _schedule(self) -> OptimConfig:
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
+        if self.warmup_steps >= self.max_steps:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be below max_steps ({self.max_steps})")
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas {self.betas} must lie in [0, 1)")
+        return self
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping, with errors that name the file."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ValueError(f"{path}: cannot read YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def preset_path(kind: str, name: str) -> Path:
+    """Path of a preset shipped in ``albor/configs/<kind>/<name>.yaml``."""
+    path = Path(str(resources.files("albor") / "configs" / kind / f"{name}.yaml"))
+    if not path.is_file():
+        available = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise ValueError(f"no {kind} preset {name!r}; available: {available}")
+    return path
+
+
+def load_model_config(name_or_path: str) -> ModelConfig:
+    """A model preset by name (tiny, 50m, 125m, 350m) or a YAML file."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = preset_path("models", name_or_path)
+    return ModelConfig(**load_yaml(path))

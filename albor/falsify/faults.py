@@ -1,0 +1,79 @@
+"""The fault registry and the switches that turn faults on.
+
+A fault re-creates one gap's bug inside the real code path. Faults are off unless a test (or the
+mutant runner, through the ``ALBOR_FAULTS`` environment variable) turns them on. Code checks a fault
+with ``active(name)``, which is a set lookup on a set that is empty in production.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+ENV_VAR = "ALBOR_FAULTS"
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A named bug that can be switched on: ``gap`` is the register entry it re-creates."""
+
+    name: str
+    gap: str
+    summary: str
+
+
+# One entry per fault. Components add theirs here; the gap register names them.
+FAULTS: dict[str, Fault] = {
+    f.name: f
+    for f in [
+        Fault("rmsnorm_no_backward", "ALB-038", "RMSNorm output computed from a detached input"),
+        Fault("rmsnorm_no_gain_grad", "ALB-092", "RMSNorm gain detached, so its gradient is never written"),
+        Fault("swiglu_gate_grad_missing_up", "ALB-043", "SwiGLU gate gradient lacks its ×up factor"),
+        Fault("rope_disabled", "ALB-106", "RoPE returns q and k unrotated"),
+        Fault("rope_no_backward", "ALB-119", "RoPE rotation applied outside autograd; backward is identity"),
+        Fault("cosine_ignored", "ALB-079", "the LR stays at its peak after warmup"),
+        Fault("grad_accum_not_written", "ALB-092", "each micro-batch overwrites the previous gradients"),
+        Fault("optimizer_ignores_hparams", "ALB-044", "AdamW built with library defaults, not the config"),
+        Fault("clip_norm_fourth_power", "ALB-124", "clipping compares the 4th power of the norm"),
+        Fault("clip_per_block", "ALB-125", "each parameter clipped on its own norm"),
+        Fault("ffn_residual_no_grad", "ALB-126", "the FFN residual branch passes no gradient"),
+        Fault("attn_residual_through_norm", "ALB-127", "the first residual's gradient goes through RMSNorm"),
+    ]
+}
+
+_active: frozenset[str] = frozenset(n for n in os.environ.get(ENV_VAR, "").split(",") if n)
+
+
+def _check(names: frozenset[str]) -> None:
+    unknown = sorted(names - FAULTS.keys())
+    if unknown:
+        raise KeyError(f"unknown fault(s) {unknown}; registered: {sorted(FAULTS)}")
+
+
+_check(_active)
+
+
+def active(name: str) -> bool:
+    """True when fault ``name`` is switched on."""
+    return name in _active
+
+
+def active_faults() -> frozenset[str]:
+    """The faults switched on now."""
+    return _active
+
+
+@contextmanager
+def injected(*names: str) -> Iterator[None]:
+    """Switch faults on for the body of a ``with`` block (tests only)."""
+    global _active
+    new = frozenset(names)
+    _check(new)
+    before = _active
+    _active = before | new
+    try:
+        yield
+    finally:
+        _active = before

@@ -1,0 +1,1 @@
+"""Triton kernels with the same names and signatures as the reference ops in ``albor.ops``."""

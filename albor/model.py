@@ -1,0 +1,159 @@
+"""The LLaMA-style decoder, built only from the ``albor.ops`` dispatch points.
+
+Pre-norm blocks: x + attn(rmsnorm(x)), then x + ffn(rmsnorm(x)); GQA attention with RoPE; SwiGLU
+FFN; a final RMSNorm and the LM head (tied to the embedding when the config says so).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from albor import ops
+from albor.config import ModelConfig
+from albor.falsify import faults
+
+
+@dataclass
+class KVCache:
+    """Keys and values of every layer for cached decoding: (B, Hkv, T_max, D) each, filled to ``length``."""
+
+    k: list[torch.Tensor]
+    v: list[torch.Tensor]
+    length: int = 0
+
+    @classmethod
+    def empty(cls, cfg: ModelConfig, batch: int, device: torch.device, dtype: torch.dtype) -> KVCache:
+        shape = (batch, cfg.n_kv_heads, cfg.max_seq_len, cfg.head_dim)
+        return cls(
+            k=[torch.empty(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)],
+            v=[torch.empty(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)],
+        )
+
+
+class Attention(nn.Module):
+    """Grouped-query self-attention with one fused q/k/v projection."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.n_heads, self.n_kv, self.hd = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        self.qkv = nn.Linear(cfg.d_model, (cfg.n_heads + 2 * cfg.n_kv_heads) * cfg.head_dim, bias=False)
+        self.out = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        cache: KVCache | None = None,
+        layer: int = 0,
+    ) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).split([self.n_heads * self.hd, self.n_kv * self.hd, self.n_kv * self.hd], -1)
+        q, k = ops.apply_rope(q.view(b, t, self.n_heads, self.hd), k.view(b, t, self.n_kv, self.hd), cos, sin)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.view(b, t, self.n_kv, self.hd).transpose(1, 2)
+        if cache is not None:
+            end = cache.length + t
+            cache.k[layer][:, :, cache.length : end] = k
+            cache.v[layer][:, :, cache.length : end] = v
+            k, v = cache.k[layer][:, :, :end], cache.v[layer][:, :, :end]
+        y = ops.attention(q, k, v)
+        return self.out(y.transpose(1, 2).reshape(b, t, d))
+
+
+class FeedForward(nn.Module):
+    """SwiGLU FFN with one fused gate/up projection."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.gate_up = nn.Linear(cfg.d_model, 2 * cfg.d_ff, bias=False)
+        self.down = nn.Linear(cfg.d_ff, cfg.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(ops.swiglu(gate, up))
+
+
+class Block(nn.Module):
+    """One pre-norm decoder block."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.eps = cfg.norm_eps
+        self.attn_norm = nn.Parameter(torch.ones(cfg.d_model))
+        self.attn = Attention(cfg)
+        self.ffn_norm = nn.Parameter(torch.ones(cfg.d_model))
+        self.ffn = FeedForward(cfg)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        cache: KVCache | None = None,
+        layer: int = 0,
+    ) -> torch.Tensor:
+        h = ops.rmsnorm(x, self.attn_norm, self.eps)
+        residual = x
+        if faults.active("attn_residual_through_norm"):
+            # Same value as x, but its gradient is the RMSNorm backward instead of the identity.
+            residual = x.detach() + (h - h.detach())
+        x = residual + self.attn(h, cos, sin, cache, layer)
+        residual = x.detach() if faults.active("ffn_residual_no_grad") else x
+        return residual + self.ffn(ops.rmsnorm(x, self.ffn_norm, self.eps))
+
+
+class Decoder(nn.Module):
+    """The whole model: token ids (B, T) to logits (B, T, V), or to the loss when targets are given."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.norm = nn.Parameter(torch.ones(cfg.d_model))
+        self.head = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Init contract: every matrix N(0, init_std), every RMSNorm gain 1."""
+        for name, p in self.named_parameters():
+            if p.ndim == 2:
+                nn.init.normal_(p, mean=0.0, std=self.cfg.init_std)
+            else:
+                assert name.endswith("norm"), name
+                nn.init.ones_(p)
+
+    @property
+    def head_weight(self) -> torch.Tensor:
+        return self.embed.weight if self.head is None else self.head.weight
+
+    def hidden(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Final-norm hidden states (B, T, d) for token ids (B, T)."""
+        t = idx.shape[1]
+        start = 0 if cache is None else cache.length
+        if start + t > self.cfg.max_seq_len:
+            raise ValueError(f"sequence of {start + t} tokens exceeds max_seq_len {self.cfg.max_seq_len}")
+        positions = torch.arange(start, start + t, device=idx.device)
+        cos, sin = ops.rope_tables(positions, self.cfg.head_dim, self.cfg.rope_theta)
+        x = self.embed(idx)
+        for i, block in enumerate(self.blocks):
+            x = block(x, cos, sin, cache, i)
+        if cache is not None:
+            cache.length += t
+        return ops.rmsnorm(x, self.norm, self.cfg.norm_eps)
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        reduction: ops.Reduction = "mean",
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        """Logits (B, T, V) in float32, or with ``targets`` (B, T) the cross entropy."""
+        h = self.hidden(idx, cache)
+        if targets is None:
+            return (h @ self.head_weight.t()).float()
+        return ops.linear_cross_entropy(h.flatten(0, 1), self.head_weight, targets.flatten(), reduction=reduction)

@@ -1,0 +1,24 @@
+"""The battery's device choice and tiers.
+
+Tests take the ``device`` fixture: CUDA when present, else CPU. Tests marked ``cuda`` need a GPU
+and are skipped without one; the fast tier is everything not marked ``slow``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="session")
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
