@@ -15,6 +15,13 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+@pytest.fixture(autouse=True)
+def _record_claims(request: pytest.FixtureRequest, record_property) -> None:
+    """Write each test's claim ids into the JUnit XML, so a failure names the broken claim."""
+    for marker in request.node.iter_markers("claim"):
+        record_property("claim", marker.args[0])
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if torch.cuda.is_available():
         return

@@ -40,6 +40,12 @@ FAULTS: dict[str, Fault] = {
         Fault("clip_per_block", "ALB-125", "each parameter clipped on its own norm"),
         Fault("ffn_residual_no_grad", "ALB-126", "the FFN residual branch passes no gradient"),
         Fault("attn_residual_through_norm", "ALB-127", "the first residual's gradient goes through RMSNorm"),
+        Fault("optimizer_state_not_saved", "ALB-118", "checkpoints hold an empty optimizer state"),
+        Fault("tied_head_not_saved", "ALB-097", "the tied head/embedding is saved at its initial values"),
+        Fault("checkpoint_drops_cursor", "ALB-120", "the checkpoint stores a fresh data cursor"),
+        Fault("resume_resets_step", "ALB-092", "resume restarts the step counter at 0"),
+        Fault("resume_resaves", "ALB-132", "resume writes the resume step's checkpoint again"),
+        Fault("schedule_data_unchecked", "ALB-129", "a schedule longer than the data is accepted"),
     ]
 }
 

@@ -13,7 +13,7 @@ Outcome = Literal["passed", "failed", "skipped"]
 Status = Literal["passed", "failed", "not-run"]
 
 
-def _node_id(classname: str, name: str) -> str:
+def node_id(classname: str, name: str) -> str:
     # pytest writes "falsification.test_rope" (or "...test_rope.TestX") as the classname.
     parts = classname.split(".")
     for cut in range(len(parts), 0, -1):
@@ -33,7 +33,7 @@ def load_results(paths: Iterable[Path]) -> dict[str, Outcome]:
         except (OSError, ET.ParseError) as e:
             raise ValueError(f"{path}: not a readable JUnit XML file: {e}") from e
         for case in root.iter("testcase"):
-            node = _node_id(case.get("classname", ""), case.get("name", ""))
+            node = node_id(case.get("classname", ""), case.get("name", ""))
             tags = {child.tag for child in case}
             outcome: Outcome = "failed" if tags & {"failure", "error"} else "skipped" if "skipped" in tags else "passed"
             if node not in results or rank[outcome] > rank[results[node]]:

@@ -1,0 +1,211 @@
+"""Atomic checkpoints: save, verify, list, prune and load (for resume and for inference).
+
+Layout (DESIGN.md): ``checkpoints/step-NNNNNNNN/`` holds model.safetensors, optimizer.pt,
+state.json, config.yaml, tokenizer.json and MANIFEST.json (sha256 of every other file). It is
+written as ``.tmp-step-NNNNNNNN``, every file fsynced, then renamed; ``latest`` and ``best`` are
+symlinks replaced atomically. A checkpoint whose manifest does not verify is never loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors import SafetensorError
+from safetensors.torch import load_model, save_model
+from tokenizers import Tokenizer
+from torch import nn
+
+from albor.config import ModelConfig
+from albor.crash import crash_point
+from albor.falsify import faults
+from albor.io import fsync_dir, write_json_atomic
+from albor.model import Decoder
+
+FILES = ("model.safetensors", "optimizer.pt", "state.json", "config.yaml", "tokenizer.json")
+PREFIX = "step-"
+
+
+class CheckpointError(Exception):
+    """A checkpoint is missing, incomplete or corrupt; the message names the file."""
+
+
+def step_dir_name(step: int) -> str:
+    return f"{PREFIX}{step:08d}"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    with path.open("rb") as f:
+        os.fsync(f.fileno())
+
+
+def set_link(link: Path, target: str) -> None:
+    """Point symlink ``link`` at ``target`` (a sibling name) atomically."""
+    tmp = link.with_name(f".tmp-{link.name}")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(target)
+    os.replace(tmp, link)
+    fsync_dir(link.parent)
+
+
+def _weights_to_save(model: Decoder) -> Decoder:
+    if not (faults.active("tied_head_not_saved") and model.cfg.tie_embeddings):
+        return model
+    # ALB-097: the tied head/embedding was left out, so a load brought back its initial values.
+    clone = Decoder(model.cfg)
+    clone.load_state_dict({k: v for k, v in model.state_dict().items() if k != "embed.weight"}, strict=False)
+    return clone
+
+
+def save_checkpoint(
+    root: Path,
+    step: int,
+    model: Decoder,
+    optimizer: torch.optim.Optimizer,
+    state: dict[str, Any],
+    config_yaml: str,
+    tokenizer_path: Path,
+) -> Path:
+    """Write the checkpoint of ``step`` under ``root`` atomically and point ``latest`` at it."""
+    final = root / step_dir_name(step)
+    if final.exists():
+        raise CheckpointError(f"{final} exists already: a step is never saved twice")
+    tmp = root / f".tmp-{final.name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_model(_weights_to_save(model), str(tmp / "model.safetensors"))
+    opt_state = optimizer.state_dict()
+    if faults.active("optimizer_state_not_saved"):
+        opt_state = {"state": {}, "param_groups": opt_state["param_groups"]}
+    torch.save(opt_state, tmp / "optimizer.pt")
+    crash_point("checkpoint", step)
+    (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")
+    (tmp / "config.yaml").write_text(config_yaml)
+    shutil.copyfile(tokenizer_path, tmp / "tokenizer.json")
+    for name in FILES:
+        _fsync(tmp / name)
+    write_json_atomic(tmp / "MANIFEST.json", {name: _sha256(tmp / name) for name in FILES})
+    fsync_dir(tmp)
+    os.rename(tmp, final)
+    fsync_dir(root)
+    set_link(root / "latest", final.name)
+    return final
+
+
+def verify(ckpt: Path) -> None:
+    """Raise CheckpointError naming the first file that is missing or does not match the manifest."""
+    manifest_path = ckpt / "MANIFEST.json"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{manifest_path}: unreadable manifest ({e})") from e
+    missing = sorted(set(FILES) - set(manifest))
+    if missing:
+        raise CheckpointError(f"{manifest_path}: manifest lacks {missing}")
+    for name, digest in manifest.items():
+        path = ckpt / name
+        if not path.is_file():
+            raise CheckpointError(f"{path}: missing")
+        if _sha256(path) != digest:
+            raise CheckpointError(f"{path}: sha256 does not match {manifest_path}")
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    """Completed checkpoint directories under ``root``, oldest first."""
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.name.startswith(PREFIX) and p.is_dir() and not p.is_symlink())
+
+
+def latest_valid(root: Path) -> Path | None:
+    """The newest checkpoint that verifies; each one skipped is warned about by name."""
+    for ckpt in reversed(list_checkpoints(root)):
+        try:
+            verify(ckpt)
+        except CheckpointError as e:
+            warnings.warn(f"skipping corrupt checkpoint {ckpt}: {e}", stacklevel=2)
+            continue
+        return ckpt
+    return None
+
+
+def prune(root: Path, keep_last: int) -> None:
+    """Delete all but the newest ``keep_last`` checkpoints, never the one ``best`` points to."""
+    best = root / "best"
+    keep = {best.resolve()} if best.is_symlink() else set()
+    for ckpt in list_checkpoints(root)[:-keep_last]:
+        if ckpt.resolve() not in keep:
+            shutil.rmtree(ckpt)
+    for stale in root.glob(".tmp-step-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def load_checkpoint(ckpt: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
+    """Verify ``ckpt``, load weights (and optimizer state) in place, and return its state.json."""
+    verify(ckpt)
+    try:
+        missing, unexpected = load_model(model, str(ckpt / "model.safetensors"), strict=True)
+    except (SafetensorError, RuntimeError) as e:
+        raise CheckpointError(f"{ckpt / 'model.safetensors'}: does not fit the model: {e}") from e
+    if optimizer is not None:
+        optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+    return json.loads((ckpt / "state.json").read_text())
+
+
+@dataclass
+class Inference:
+    """A checkpoint loaded for evaluation or generation."""
+
+    model: Decoder
+    tokenizer: Tokenizer
+    model_config: ModelConfig
+    data_dir: Path | None
+    path: Path
+
+
+def resolve(path: Path) -> Path:
+    """A checkpoint directory from a checkpoint dir, a run's checkpoints dir, or a run dir."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint or run directory")
+    if (path / "MANIFEST.json").exists() or path.name.startswith(PREFIX):
+        return path.resolve()
+    root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    ckpt = latest_valid(root)
+    if ckpt is None:
+        raise CheckpointError(f"{path}: holds no checkpoint that verifies")
+    return ckpt
+
+
+def load_for_inference(path: Path, device: torch.device | str = "cpu") -> Inference:
+    """Load a verified checkpoint's model (eval mode) and its own tokenizer (ALB-131)."""
+    ckpt = resolve(path)
+    verify(ckpt)
+    config = yaml.safe_load((ckpt / "config.yaml").read_text())
+    model_cfg = ModelConfig(**config["model"])
+    model = Decoder(model_cfg)
+    state = load_checkpoint(ckpt, model, None)
+    data_dir = state.get("data_dir")
+    return Inference(
+        model=model.to(device).eval(),
+        tokenizer=Tokenizer.from_file(str(ckpt / "tokenizer.json")),
+        model_config=model_cfg,
+        data_dir=Path(data_dir) if data_dir else None,
+        path=ckpt,
+    )

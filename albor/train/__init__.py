@@ -1,0 +1,1 @@
+"""Training: ``python -m albor.train`` (see ``albor.train.__main__``)."""

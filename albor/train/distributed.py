@@ -1,0 +1,87 @@
+"""Process-group setup for ``torchrun`` (gloo on CPU, NCCL on CUDA) and the few collectives the trainer uses."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in the job; a single process is rank 0 of 1."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_env(cls) -> Dist:
+        """Where ``torchrun`` says this process stands, without joining the group."""
+        return cls(
+            int(os.environ.get("RANK", "0")),
+            int(os.environ.get("WORLD_SIZE", "1")),
+            int(os.environ.get("LOCAL_RANK", "0")),
+        )
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+
+def init(device_kind: str) -> Dist:
+    """Join the process group that ``torchrun`` describes in the environment, if any."""
+    d = Dist.from_env()
+    if not d.active:
+        return d
+    if device_kind == "cuda":
+        torch.cuda.set_device(d.local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device_kind == "cuda" else "gloo")
+    return d
+
+
+def shutdown(d: Dist) -> None:
+    if d.active and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(d: Dist) -> None:
+    if d.active:
+        dist.barrier()
+
+
+def all_sum(d: Dist, value: float) -> float:
+    """Sum of a number over ranks (float64, exact for integer counts below 2**53)."""
+    if not d.active:
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t)
+    return t.item()
+
+
+def gather(d: Dist, obj: Any) -> list[Any]:
+    """Every rank's ``obj``, in rank order, on every rank."""
+    if not d.active:
+        return [obj]
+    out: list[Any] = [None] * d.world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast(d: Dist, obj: Any) -> Any:
+    """Rank 0's ``obj`` on every rank."""
+    if not d.active:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

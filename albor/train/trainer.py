@@ -1,0 +1,311 @@
+"""The training loop: data, model, optimizer, schedule, checkpoints, evaluation, alerts and metrics."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from albor import checkpoint as ckpt
+from albor.crash import crash_point
+from albor.data import default_data_dir, load_windows, prepare
+from albor.data.cursor import DataCursor
+from albor.eval.perplexity import evaluate_perplexity
+from albor.falsify import faults
+from albor.io import write_json_atomic, write_text_atomic
+from albor.model import Decoder
+from albor.ops import dispatch
+from albor.optim import accumulate, build_optimizer, clip_grad_norm, count_targets, lr_at
+from albor.train import distributed, rng
+from albor.train.config import TrainConfig
+
+PEAK_TFLOPS = 989.4  # dense bf16 of an H100 SXM, the MFU denominator of the peers
+
+
+class TrainingAlert(RuntimeError):
+    """The run stopped on a non-finite or out-of-range loss or gradient norm."""
+
+
+@dataclass
+class StepMetrics:
+    step: int
+    loss: float
+    lr: float
+    grad_norm: float
+    tokens: int
+    tok_s: float
+    mfu: float | None
+
+
+def pick_device(cfg: TrainConfig) -> torch.device:
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device: cuda was asked for but no CUDA GPU is visible")
+    if cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    return torch.device("cuda")
+
+
+def steps_available(n_windows: int, cfg: TrainConfig, world: int) -> int:
+    """Optimizer steps the train split supplies over ``cfg.epochs`` (each epoch drops its partial batch)."""
+    return n_windows // (cfg.micro_batch * world) // cfg.grad_accum * cfg.epochs
+
+
+def check_schedule_fits(n_windows: int, cfg: TrainConfig, world: int) -> None:
+    """ALB-129: refuse a schedule whose max_steps needs more data than the configured epochs supply."""
+    available = steps_available(n_windows, cfg, world)
+    if cfg.optim.max_steps > available and not faults.active("schedule_data_unchecked"):
+        per_step = cfg.micro_batch * cfg.grad_accum * world
+        raise ValueError(
+            f"optim.max_steps={cfg.optim.max_steps} needs {cfg.optim.max_steps * per_step} windows "
+            f"({per_step} per step), but the train split has {n_windows} windows × epochs={cfg.epochs}, "
+            f"enough for {available} steps; the cosine schedule would never finish. Lower optim.max_steps "
+            f"or raise epochs (ALB-129)."
+        )
+
+
+class Trainer:
+    """One run under ``runs_dir/name``; ``resume`` continues from its latest checkpoint that verifies."""
+
+    def __init__(self, cfg: TrainConfig, resume: bool = False) -> None:
+        self.cfg = cfg
+        self.device = pick_device(cfg)
+        self.dist = distributed.init(self.device.type)
+        self.run_dir = cfg.runs_dir / cfg.name
+        self.ckpt_root = self.run_dir / "checkpoints"
+        self.kernels = self._set_kernels()
+        if cfg.deterministic:
+            torch.use_deterministic_algorithms(True)
+        torch.manual_seed(cfg.seed)
+
+        self.data_dir = self._prepare_data()
+        self.tokenizer_path = self.data_dir / "tokenizer.json"
+        self.train_windows = load_windows(self.data_dir, "train")
+        self.val_windows = load_windows(self.data_dir, "val")
+        check_schedule_fits(len(self.train_windows), cfg, self.dist.world)
+
+        self.model = Decoder(cfg.model).to(self.device)
+        self.optimizer = build_optimizer(self.model, cfg.optim, fused=self.device.type == "cuda")
+        self.cursor = DataCursor(len(self.train_windows), cfg.micro_batch, cfg.seed, self.dist.rank, self.dist.world)
+        self.step = 0
+        self.tokens_seen = 0
+        self.best_val: float | None = None
+        self.resumed_from: int | None = None
+        if resume:
+            self._resume()
+        elif ckpt.list_checkpoints(self.ckpt_root):
+            raise FileExistsError(f"{self.run_dir} has checkpoints: pass --resume to continue it, or another name")
+
+        self.train_model: torch.nn.Module = self.model
+        if self.dist.active:
+            self.train_model = DistributedDataParallel(self.model)
+        if cfg.compile:
+            self.train_model = torch.compile(self.train_model)
+        self.bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.tokens_per_step = cfg.micro_batch * cfg.grad_accum * self.dist.world * cfg.data.seq_len
+        m = cfg.model
+        self.flops_per_token = 6 * m.n_params_non_embedding() + 12 * m.n_layers * m.d_model * cfg.data.seq_len
+
+    def _set_kernels(self) -> dict[str, str]:
+        used = {}
+        for op in dispatch.OPS:
+            used[op] = dispatch.set_backend(
+                op, self.cfg.kernels.get(op, "reference"), allow_fallback=self.cfg.allow_kernel_fallback
+            )
+        return used
+
+    def _prepare_data(self) -> Path:
+        d = self.cfg.data
+        out = d.out or default_data_dir(d.vocab_size, d.seq_len, d.seed)
+        if self.dist.main:
+            prepare(d.source, out, d.vocab_size, d.seq_len, d.seed, d.fim_rate)
+        distributed.barrier(self.dist)
+        return Path(out)
+
+    # --- checkpoints -------------------------------------------------------------------------
+
+    def _state(self) -> dict[str, Any]:
+        cursor = self.cursor.state_dict()
+        if faults.active("checkpoint_drops_cursor"):
+            fresh = DataCursor(
+                len(self.train_windows), self.cfg.micro_batch, self.cfg.seed, self.dist.rank, self.dist.world
+            )
+            cursor = fresh.state_dict()
+        return {
+            "step": self.step,
+            "tokens_seen": self.tokens_seen,
+            "best_val_loss": self.best_val,
+            "world_size": self.dist.world,
+            "cursors": distributed.gather(self.dist, cursor),
+            "rng": distributed.gather(self.dist, rng.capture()),
+            "data_dir": str(self.data_dir.resolve()),
+        }
+
+    def save(self) -> Path | None:
+        """Checkpoint the current step (rank 0 writes; every rank contributes its cursor and RNG)."""
+        state = self._state()
+        path = None
+        if self.dist.main:
+            path = ckpt.save_checkpoint(
+                self.ckpt_root, self.step, self.model, self.optimizer, state, self.cfg.to_yaml(), self.tokenizer_path
+            )
+            ckpt.prune(self.ckpt_root, self.cfg.keep_last)
+        distributed.barrier(self.dist)
+        return path
+
+    def _resume(self) -> None:
+        found = ckpt.latest_valid(self.ckpt_root)
+        if found is None:
+            raise FileNotFoundError(f"--resume: no checkpoint that verifies under {self.ckpt_root}")
+        state = ckpt.load_checkpoint(found, self.model, self.optimizer)
+        if state["world_size"] != self.dist.world:
+            raise ValueError(f"{found}: saved with world size {state['world_size']}, resumed with {self.dist.world}")
+        self.step = 0 if faults.active("resume_resets_step") else state["step"]
+        self.tokens_seen = state["tokens_seen"]
+        self.best_val = state["best_val_loss"]
+        self.cursor.load_state_dict(state["cursors"][self.dist.rank])
+        rng.restore(state["rng"][self.dist.rank])
+        self.resumed_from = state["step"]
+        if self.dist.main:
+            self._truncate_metrics(state["step"])
+        if faults.active("resume_resaves") and self.dist.main:
+            shutil.rmtree(found)
+            self.save()
+
+    def _truncate_metrics(self, step: int) -> None:
+        """Drop metric lines logged after the checkpoint we resume from (the killed run wrote them)."""
+        path = self.run_dir / "metrics.jsonl"
+        if path.exists():
+            keep = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
+            write_text_atomic(path, "".join(f"{line}\n" for line in keep))
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = self.cursor.next_batch()
+        w = torch.from_numpy(self.train_windows[idx].astype(np.int64))
+        w = w.to(self.device, non_blocking=True)
+        return w[:, :-1], w[:, 1:]
+
+    def _loss_sum(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else nullcontext():
+            return self.train_model(x, y, reduction="sum")
+
+    def train_step(self) -> StepMetrics:
+        """One optimizer step over ``grad_accum`` micro-batches on every rank."""
+        t0 = time.perf_counter()
+        lr = lr_at(self.step, self.cfg.optim)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        micro = [self._batch() for _ in range(self.cfg.grad_accum)]
+        n_targets = int(distributed.all_sum(self.dist, sum(count_targets(y) for _, y in micro)))
+        no_sync = self.train_model.no_sync if isinstance(self.train_model, DistributedDataParallel) else None
+        loss = accumulate(micro, self._loss_sum, self.params, n_targets, float(self.dist.world), no_sync)
+        grad_norm = clip_grad_norm(self.params, self.cfg.optim.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.tokens_seen += self.tokens_per_step
+        loss_v = distributed.all_sum(self.dist, loss.item())
+        gn = grad_norm.item()
+        dt = time.perf_counter() - t0
+        tok_s = self.tokens_per_step / dt
+        mfu = tok_s * self.flops_per_token / (PEAK_TFLOPS * 1e12) if self.device.type == "cuda" else None
+        return StepMetrics(self.step, loss_v, lr, gn, self.tokens_seen, tok_s, mfu)
+
+    def _check_alerts(self, m: StepMetrics) -> None:
+        cfg = self.cfg
+        reason = None
+        if not (math.isfinite(m.loss) and math.isfinite(m.grad_norm)):
+            reason = f"non-finite loss {m.loss} or grad norm {m.grad_norm}"
+        elif m.step > cfg.alert_after and m.loss > cfg.alert_loss:
+            reason = f"loss {m.loss:.4g} above alert_loss {cfg.alert_loss}"
+        elif m.step > cfg.alert_after and m.grad_norm > cfg.alert_grad_norm:
+            reason = f"grad norm {m.grad_norm:.4g} above alert_grad_norm {cfg.alert_grad_norm}"
+        if reason:
+            path = self.save()
+            raise TrainingAlert(f"step {m.step}: {reason}; stopped with a final checkpoint at {path}")
+
+    def evaluate(self) -> float:
+        """val_ppl over the first ``eval_windows`` val windows (the same code as ``python -m albor.eval``)."""
+        res = evaluate_perplexity(
+            self.model,
+            self.val_windows,
+            self.cfg.micro_batch,
+            self.device,
+            max_windows=self.cfg.eval_windows,
+            bf16=self.bf16,
+        )
+        if self.dist.main:
+            self._log(
+                {"kind": "eval", "step": self.step, "val_loss": res.loss, "val_ppl": res.ppl, "tokens": res.tokens}
+            )
+        return res.loss
+
+    def _log(self, record: dict[str, Any]) -> None:
+        with (self.run_dir / "metrics.jsonl").open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def fit(self) -> dict[str, Any]:
+        """Train until ``optim.max_steps``; returns a summary of the run."""
+        cfg = self.cfg
+        if self.dist.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(self.run_dir / "config.yaml", cfg.to_yaml())
+        bar = tqdm(
+            total=cfg.optim.max_steps, initial=self.step, disable=not self.dist.main, unit="step", dynamic_ncols=True
+        )
+        start = time.perf_counter()
+        last_val = None
+        self.model.train()
+        while self.step < cfg.optim.max_steps:
+            m = self.train_step()
+            crash_point("step", m.step)
+            if self.dist.main:
+                rec = {"kind": "train", **m.__dict__, "time": round(time.perf_counter() - start, 3)}
+                self._log({k: v for k, v in rec.items() if v is not None})
+                bar.update(1)
+                bar.set_postfix(
+                    loss=f"{m.loss:.3f}", lr=f"{m.lr:.2e}", gn=f"{m.grad_norm:.2f}", tok_s=f"{m.tok_s:,.0f}"
+                )
+            self._check_alerts(m)
+            last = self.step == cfg.optim.max_steps
+            saved = False
+            if self.step % cfg.eval_every == 0 or last:
+                last_val = self.evaluate()
+                if self.best_val is None or last_val < self.best_val:
+                    self.best_val = last_val
+                    self.save()
+                    saved = True
+                    if self.dist.main:
+                        ckpt.set_link(self.ckpt_root / "best", ckpt.step_dir_name(self.step))
+            if not saved and (self.step % cfg.checkpoint_every == 0 or last):
+                self.save()
+        bar.close()
+        summary = {
+            "run": str(self.run_dir),
+            "steps": self.step,
+            "tokens_seen": self.tokens_seen,
+            "val_loss": last_val,
+            "val_ppl": math.exp(last_val) if last_val is not None else None,
+            "best_val_loss": self.best_val,
+            "wall_s": round(time.perf_counter() - start, 1),
+            "device": str(self.device),
+            "kernels": self.kernels,
+        }
+        if self.dist.main:
+            write_json_atomic(self.run_dir / "summary.json", summary)
+        return summary
+
+    def close(self) -> None:
+        distributed.shutdown(self.dist)

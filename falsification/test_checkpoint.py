@@ -1,0 +1,128 @@
+"""Falsifiers for the ``checkpoint`` contract (contracts/checkpoint.yaml)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from tokenizers import Tokenizer
+from tokenizers.models import BPE
+
+from albor import checkpoint as ckpt
+from albor.config import ModelConfig, OptimConfig
+from albor.model import Decoder
+from albor.optim import build_optimizer
+
+SMALL = dict(name="t", n_layers=2, d_model=24, n_heads=4, n_kv_heads=2, d_ff=40, vocab_size=61, max_seq_len=16)
+
+
+def _trained(tied: bool = False, seed: int = 0) -> tuple[Decoder, torch.optim.Optimizer]:
+    torch.manual_seed(seed)
+    model = Decoder(ModelConfig(**SMALL, tie_embeddings=tied))
+    opt = build_optimizer(model, OptimConfig(warmup_steps=1, max_steps=10))
+    x = torch.randint(0, 61, (3, 9))
+    for _ in range(2):
+        model(x, x).backward()
+        opt.step()
+        opt.zero_grad()
+    return model, opt
+
+
+def _save(root: Path, step: int, model: Decoder, opt: torch.optim.Optimizer, tmp: Path) -> Path:
+    tok = tmp / "tokenizer.json"
+    Tokenizer(BPE()).save(str(tok))
+    return ckpt.save_checkpoint(
+        root, step, model, opt, {"step": step}, yaml.safe_dump({"model": model.cfg.model_dump()}), tok
+    )
+
+
+def _same_optimizer_state(a: dict, b: dict) -> bool:
+    if a["state"].keys() != b["state"].keys() or a["param_groups"] != b["param_groups"]:
+        return False
+    return all(torch.equal(a["state"][k][n], b["state"][k][n]) for k in a["state"] for n in a["state"][k])
+
+
+@pytest.mark.claim("CKPT-001")
+def test_round_trip_bitwise(tmp_path: Path) -> None:
+    model, opt = _trained()
+    path = _save(tmp_path / "ckpts", 7, model, opt, tmp_path)
+    fresh, _ = _trained(seed=1)
+    fresh_opt = build_optimizer(fresh, OptimConfig(warmup_steps=1, max_steps=10))
+    state = ckpt.load_checkpoint(path, fresh, fresh_opt)
+    assert state == {"step": 7}
+    for (name, a), (_, b) in zip(model.state_dict().items(), fresh.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    assert _same_optimizer_state(opt.state_dict(), fresh_opt.state_dict())
+
+
+@pytest.mark.claim("CKPT-001")
+def test_tied_head_round_trip(tmp_path: Path) -> None:
+    model, opt = _trained(tied=True)
+    path = _save(tmp_path / "ckpts", 3, model, opt, tmp_path)
+    loaded = ckpt.load_for_inference(path).model
+    assert loaded.head is None
+    assert torch.equal(loaded.embed.weight, model.embed.weight)
+    x = torch.randint(0, 61, (2, 5))
+    assert torch.equal(loaded(x), model.eval()(x))
+
+
+@pytest.mark.claim("CKPT-002")
+@pytest.mark.parametrize("damage", ["flip", "truncate", "delete"])
+def test_corruption_detected(tmp_path: Path, damage: str) -> None:
+    model, opt = _trained()
+    path = _save(tmp_path / "ckpts", 1, model, opt, tmp_path)
+    target = path / "optimizer.pt"
+    data = target.read_bytes()
+    if damage == "flip":
+        target.write_bytes(data[:100] + bytes([data[100] ^ 1]) + data[101:])
+    elif damage == "truncate":
+        target.write_bytes(data[: len(data) // 2])
+    else:
+        target.unlink()
+    with pytest.raises(ckpt.CheckpointError, match="optimizer.pt"):
+        ckpt.load_checkpoint(path, model, opt)
+
+
+@pytest.mark.claim("CKPT-003")
+def test_killed_write_leaves_previous_latest(tmp_path: Path) -> None:
+    root = tmp_path / "ckpts"
+    model, opt = _trained()
+    first = _save(root, 1, model, opt, tmp_path)
+    script = (
+        "import sys, torch; sys.path.insert(0, %r)\n"
+        "from falsification.test_checkpoint import _trained, _save\n"
+        "from pathlib import Path\n"
+        "m, o = _trained(); _save(Path(%r), 2, m, o, Path(%r))\n"
+    ) % (str(Path(__file__).parents[1]), str(root), str(tmp_path))
+    env = {**os.environ, "ALBOR_CRASH_AT": "checkpoint:2"}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, check=False)
+    assert proc.returncode == -9, proc.stderr.decode()[-2000:]
+    assert [p.name for p in ckpt.list_checkpoints(root)] == [first.name]
+    assert (root / "latest").resolve() == first.resolve()
+    assert ckpt.latest_valid(root) == first
+
+
+@pytest.mark.claim("CKPT-004")
+def test_latest_valid_skips_corrupt(tmp_path: Path) -> None:
+    root = tmp_path / "ckpts"
+    model, opt = _trained()
+    good = _save(root, 1, model, opt, tmp_path)
+    bad = _save(root, 2, model, opt, tmp_path)
+    (bad / "model.safetensors").write_bytes(b"garbage")
+    with pytest.warns(UserWarning, match=bad.name):
+        assert ckpt.latest_valid(root) == good
+
+
+@pytest.mark.claim("CKPT-005")
+def test_prune_keeps_last_and_best(tmp_path: Path) -> None:
+    root = tmp_path / "ckpts"
+    model, opt = _trained()
+    paths = [_save(root, s, model, opt, tmp_path) for s in (1, 2, 3, 4, 5)]
+    ckpt.set_link(root / "best", paths[1].name)
+    ckpt.prune(root, keep_last=2)
+    assert [p.name for p in ckpt.list_checkpoints(root)] == [paths[i].name for i in (1, 3, 4)]

@@ -1,0 +1,56 @@
+"""The verification core on this machine: the battery, the contract check against its results, the
+mutant run (100 % killed) and the graded report. The battery runs once, here, with every tier this
+device can run; its JUnit XML is what the contract check reads."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from albor.contracts.load import ROOT
+from albor.falsify.junit import load_results
+
+pytestmark = pytest.mark.slow
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("battery")
+    proc = _run("albor.falsify", "battery", "--all", "--out", str(out))
+    xml = out / "junit-cpu.xml"
+    assert xml.is_file(), proc.stdout[-3000:] + proc.stderr[-3000:]
+    failed = sorted(n for n, o in load_results([xml]).items() if o == "failed")
+    assert proc.returncode == 0 and not failed, f"battery failures: {failed}\n{proc.stdout[-4000:]}"
+    return xml
+
+
+def test_contracts_check_against_battery(results: Path) -> None:
+    proc = _run("albor.contracts", "check", "--results", str(results))
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1].startswith("OK:")
+
+
+def test_every_mutant_killed_and_report_graded(results: Path, tmp_path: Path) -> None:
+    mutants = tmp_path / "mutants.json"
+    proc = _run("albor.falsify", "mutants", "--json", str(mutants))
+    summary = json.loads(mutants.read_text())
+    survivors = [m for m in summary["mutants"] if m["runnable"] and not m["killed"]]
+    assert proc.returncode == 0 and not survivors, proc.stdout[-4000:]
+    assert summary["total"] > 0 and summary["kill_rate"] == 1.0
+
+    report_path = tmp_path / "report.json"
+    proc = _run(
+        "albor.falsify", "report", "--junit", str(results), "--mutants", str(mutants), "--out", str(report_path)
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(report_path.read_text())
+    assert report["grade"] == "Toyota Standard", report["critical_failures"]
+    assert report["coverage"] == 1.0, [o["id"] for o in report["obligations"] if o["status"] != "passed"]
