@@ -160,7 +160,7 @@ def load_checkpoint(ckpt: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     """Verify ``ckpt``, load weights (and optimizer state) in place, and return its state.json."""
     verify(ckpt)
     try:
-        missing, unexpected = load_model(model, str(ckpt / "model.safetensors"), strict=True)
+        load_model(model, str(ckpt / "model.safetensors"), strict=True)
     except (SafetensorError, RuntimeError) as e:
         raise CheckpointError(f"{ckpt / 'model.safetensors'}: does not fit the model: {e}") from e
     if optimizer is not None:

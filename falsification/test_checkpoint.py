@@ -84,7 +84,7 @@ def test_corruption_detected(tmp_path: Path, damage: str) -> None:
         target.write_bytes(data[: len(data) // 2])
     else:
         target.unlink()
-    with pytest.raises(ckpt.CheckpointError, match="optimizer.pt"):
+    with pytest.raises(ckpt.CheckpointError, match=r"optimizer\.pt"):
         ckpt.load_checkpoint(path, model, opt)
 
 
@@ -93,12 +93,13 @@ def test_killed_write_leaves_previous_latest(tmp_path: Path) -> None:
     root = tmp_path / "ckpts"
     model, opt = _trained()
     first = _save(root, 1, model, opt, tmp_path)
+    repo = str(Path(__file__).parents[1])
     script = (
-        "import sys, torch; sys.path.insert(0, %r)\n"
-        "from falsification.test_checkpoint import _trained, _save\n"
+        f"import sys; sys.path.insert(0, {repo!r})\n"
         "from pathlib import Path\n"
-        "m, o = _trained(); _save(Path(%r), 2, m, o, Path(%r))\n"
-    ) % (str(Path(__file__).parents[1]), str(root), str(tmp_path))
+        "from falsification.test_checkpoint import _trained, _save\n"
+        f"m, o = _trained(); _save(Path({str(root)!r}), 2, m, o, Path({str(tmp_path)!r}))\n"
+    )
     env = {**os.environ, "ALBOR_CRASH_AT": "checkpoint:2"}
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, check=False)
     assert proc.returncode == -9, proc.stderr.decode()[-2000:]
