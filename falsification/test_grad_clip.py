@@ -1,0 +1,72 @@
+"""Falsifiers for the ``grad_clip`` contract (contracts/grad_clip.yaml)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from albor.contracts import tolerance
+from albor.optim import clip_grad_norm
+from albor.testing import rel_err
+
+SHAPES = [(7, 5), (13,), (3, 4, 5), (1,)]
+
+
+def _params(device: torch.device, dtype: torch.dtype, norm: float, seed: int = 0) -> list[torch.Tensor]:
+    """Parameters whose gradients have global norm ``norm`` and very unequal per-parameter norms."""
+    g = torch.Generator().manual_seed(seed)
+    grads = [torch.randn(s, generator=g, dtype=torch.float64) * 4.0**i for i, s in enumerate(SHAPES)]
+    total = torch.linalg.vector_norm(torch.cat([x.flatten() for x in grads]))
+    params = []
+    for x in grads:
+        p = torch.zeros(x.shape, device=device, dtype=dtype, requires_grad=True)
+        p.grad = (x * norm / total).to(device, dtype)
+        params.append(p)
+    return params
+
+
+def _global_norm(params: list[torch.Tensor]) -> float:
+    return torch.linalg.vector_norm(torch.cat([p.grad.double().flatten() for p in params])).item()
+
+
+@pytest.mark.claim("CLIP-001")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize(("norm", "max_norm"), [(5.0, 1.0), (0.8, 0.5), (37.0, 2.5), (0.2, 0.1)])
+def test_clipped_norm_at_most_max(device: torch.device, dtype: torch.dtype, norm: float, max_norm: float) -> None:
+    params = _params(device, dtype, norm)
+    clip_grad_norm(params, max_norm)
+    after = _global_norm(params)
+    assert after <= max_norm * (1 + tolerance("CLIP-001", dtype))
+    assert abs(after - max_norm) / max_norm <= tolerance("CLIP-001", dtype), "a norm above max must land on max"
+
+
+@pytest.mark.claim("CLIP-002")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize(("norm", "max_norm"), [(5.0, 1.0), (0.8, 0.5)])
+def test_global_rescale_keeps_direction(device: torch.device, dtype: torch.dtype, norm: float, max_norm: float) -> None:
+    params = _params(device, dtype, norm)
+    before = [p.grad.double().clone() for p in params]
+    clip_grad_norm(params, max_norm)
+    factor = max_norm / (norm + 1e-6)
+    for p, g0 in zip(params, before, strict=True):
+        assert rel_err(p.grad, g0 * factor) <= tolerance("CLIP-002", dtype), tuple(p.shape)
+
+
+@pytest.mark.claim("CLIP-003")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize(("norm", "max_norm"), [(0.9, 1.0), (3.0, 10.0)])
+def test_unchanged_below_max(device: torch.device, dtype: torch.dtype, norm: float, max_norm: float) -> None:
+    params = _params(device, dtype, norm)
+    before = [p.grad.clone() for p in params]
+    clip_grad_norm(params, max_norm)
+    assert all(torch.equal(p.grad, g0) for p, g0 in zip(params, before, strict=True))
+
+
+@pytest.mark.claim("CLIP-004")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("norm", [0.3, 5.0])
+def test_returns_pre_clip_norm(device: torch.device, dtype: torch.dtype, norm: float) -> None:
+    params = _params(device, dtype, norm)
+    want = _global_norm(params)
+    got = clip_grad_norm(params, 1.0)
+    assert abs(got.item() - want) / want <= tolerance("CLIP-004", dtype)
