@@ -1,0 +1,5 @@
+.PHONY: docs
+
+# The spec book: runs the battery, then builds docs/_build/html (use ARGS=--use-existing to skip the battery).
+docs:
+	python -m albor.spec build $(ARGS)

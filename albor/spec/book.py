@@ -1,0 +1,64 @@
+"""Everything the generated pages are made from, loaded once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from albor.contracts.load import load_contracts
+from albor.contracts.schema import Contract, Obligation
+from albor.falsify.faults import Fault
+from albor.gaps import Gap, load_gaps
+from albor.spec.layout import Layout
+from albor.spec.results import ResultSet, load_json, load_mutants, load_result_sets
+from albor.spec.runs import Run, load_runs
+from albor.spec.trace import TraceRow, dangling, trace_rows
+
+
+@dataclass
+class Book:
+    """Contracts, gaps, faults, battery results, the report and the runs, with their cross-links."""
+
+    contracts: dict[str, Contract]
+    gaps: list[Gap]
+    faults: dict[str, Fault]
+    results: list[ResultSet]
+    mutants: dict[str, dict[str, Any]]
+    mutant_source: str | None
+    report: dict[str, Any] | None
+    runs: list[Run]
+    rows: list[TraceRow]
+    problems: list[str]
+
+    def gaps_of(self, component: str) -> list[Gap]:
+        """Gaps filed against ``component``'s contract."""
+        return [g for g in self.gaps if g.contract == component]
+
+    def obligations_of(self, falsifier: str) -> list[tuple[str, Obligation]]:
+        """(component, obligation) pairs that list ``falsifier``."""
+        return [
+            (c.component, ob) for c in self.contracts.values() for ob in c.obligations if falsifier in ob.falsifiers
+        ]
+
+    @property
+    def n_obligations(self) -> int:
+        return sum(len(c.obligations) for c in self.contracts.values())
+
+
+def load_book(layout: Layout, faults: dict[str, Fault]) -> Book:
+    """Load every source of the book; bad files raise errors naming the file."""
+    contracts = load_contracts(layout.contracts)
+    gaps = load_gaps(layout.gaps)
+    mutants = load_mutants(layout)
+    return Book(
+        contracts=contracts,
+        gaps=gaps,
+        faults=faults,
+        results=load_result_sets(layout),
+        mutants={m["fault"]: m for m in mutants["mutants"]} if mutants else {},
+        mutant_source=mutants["source"] if mutants else None,
+        report=load_json(layout.local_results / "report.json"),
+        runs=load_runs(layout),
+        rows=trace_rows(contracts, gaps),
+        problems=dangling(layout.root, contracts, gaps, faults),
+    )

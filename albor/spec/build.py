@@ -1,0 +1,48 @@
+"""Build the book: refresh the battery results, generate the pages, run Sphinx with warnings as errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from sphinx.cmd.build import build_main
+
+from albor.spec.generate import generate
+from albor.spec.layout import Layout
+
+
+def refresh_results(layout: Layout) -> None:
+    """Run the battery, the mutants and the report on this machine into ``falsification/results/local``.
+
+    Failing falsifiers or surviving mutants do not stop the build: the book is where they are shown.
+    """
+
+    def falsify(*args: str) -> int:
+        return subprocess.run([sys.executable, "-m", "albor.falsify", *args], cwd=layout.root, check=False).returncode
+
+    falsify("battery")
+    falsify("mutants")
+    junit = sorted(layout.local_results.glob("junit-*.xml"), key=lambda p: p.stat().st_mtime)
+    if not junit:
+        raise RuntimeError(f"the battery wrote no JUnit XML into {layout.local_results}")
+    if falsify("report", "--junit", str(junit[-1])):
+        raise RuntimeError("python -m albor.falsify report failed; see its output above")
+
+
+def sphinx_html(layout: Layout) -> int:
+    """Sphinx's exit status: non-zero on any warning (``-W --keep-going`` lists them all first)."""
+    args = ["-b", "html", "-W", "--keep-going", "-q", "-d", str(layout.doctrees), str(layout.docs), str(layout.html)]
+    return build_main(args)
+
+
+def build(layout: Layout | None = None, use_existing: bool = False) -> float:
+    """Build the book; returns the seconds spent after the battery. Raises on dangling links or warnings."""
+    layout = layout or Layout()
+    if not use_existing:
+        refresh_results(layout)
+    start = time.perf_counter()
+    generate(layout)
+    if sphinx_html(layout):
+        raise RuntimeError("sphinx-build reported warnings or errors (listed above); the book is not built")
+    return time.perf_counter() - start

@@ -1,0 +1,97 @@
+"""Traceability: contract → obligation → falsifier → gap → fault, and every link that dangles."""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from albor.contracts.schema import Contract
+from albor.falsify.faults import Fault
+from albor.gaps import Gap
+
+
+@dataclass(frozen=True)
+class TraceRow:
+    """One falsifier of one obligation, with the gaps it guards and their faults."""
+
+    contract: str
+    obligation: str
+    falsifier: str
+    gaps: tuple[str, ...]
+    faults: tuple[str, ...]
+
+
+@cache
+def _test_functions(path: Path, mtime: float) -> frozenset[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    return frozenset(
+        n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.name.startswith("test")
+    )
+
+
+def missing_falsifier(root: Path, falsifier: str) -> str | None:
+    """Why ``falsifier`` (``file.py::test_name``) does not exist under ``root``, or None when it does."""
+    file, name = falsifier.split("::", 1)
+    path = root / file
+    if not path.is_file():
+        return f"{file} does not exist"
+    if name not in _test_functions(path, path.stat().st_mtime):
+        return f"{file} has no test function {name}"
+    return None
+
+
+def trace_rows(contracts: dict[str, Contract], gaps: list[Gap]) -> list[TraceRow]:
+    """The matrix, one row per (obligation, falsifier), in contract order."""
+    rows = []
+    for c in contracts.values():
+        for ob in c.obligations:
+            for f in ob.falsifiers:
+                guarding = [g for g in gaps if f in g.falsifiers]
+                rows.append(
+                    TraceRow(
+                        contract=c.component,
+                        obligation=ob.id,
+                        falsifier=f,
+                        gaps=tuple(g.id for g in guarding),
+                        faults=tuple(dict.fromkeys(x for g in guarding for x in g.faults)),
+                    )
+                )
+    return rows
+
+
+def dangling(root: Path, contracts: dict[str, Contract], gaps: list[Gap], faults: dict[str, Fault]) -> list[str]:
+    """Every broken link, each as a sentence naming the file and the missing thing."""
+    problems = []
+    listed: set[str] = set()
+    for c in contracts.values():
+        for ob in c.obligations:
+            for f in ob.falsifiers:
+                listed.add(f)
+                if why := missing_falsifier(root, f):
+                    problems.append(f"contracts/{c.component}.yaml: {ob.id} names falsifier {f}, but {why}")
+    gap_ids = {g.id: g for g in gaps}
+    for g in gaps:
+        where = f"gaps/{g.id}.yaml"
+        if g.contract not in contracts:
+            problems.append(f"{where}: contract {g.contract!r} does not exist (no contracts/{g.contract}.yaml)")
+        for f in g.falsifiers:
+            if why := missing_falsifier(root, f):
+                problems.append(f"{where}: falsifier {f} does not exist: {why}")
+            elif f not in listed:
+                problems.append(f"{where}: falsifier {f} is listed by no contract obligation")
+        for name in g.faults:
+            if name not in faults:
+                problems.append(f"{where}: fault {name!r} is not registered in albor/falsify/faults.py")
+            elif faults[name].gap != g.id:
+                problems.append(f"{where}: fault {name!r} is registered for {faults[name].gap}, not {g.id}")
+    for fault in faults.values():
+        if fault.gap not in gap_ids:
+            problems.append(
+                f"albor/falsify/faults.py: fault {fault.name!r} names {fault.gap}, "
+                f"but gaps/{fault.gap}.yaml does not exist"
+            )
+        elif fault.name not in gap_ids[fault.gap].faults:
+            problems.append(f"albor/falsify/faults.py: fault {fault.name!r} names {fault.gap}, which does not list it")
+    return problems
