@@ -1,0 +1,257 @@
+"""The pack stage: FIM, tokenization on every core, EOS between documents, seq_len+1 windows, token shards.
+
+Output: ``<out>/tokens/{train,val}-NNNNN.parquet`` (one window per row, a fixed-size list of uint16
+when the vocabulary fits, else uint32) and ``<out>/manifest.json``, written last.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, ValidationError
+from tokenizers import Tokenizer
+from tqdm import tqdm
+
+from albor.data.config import DataConfig
+from albor.data.corpus import SPLITS, Split, corpus_sha256, read_corpus
+from albor.data.files import sha256_file, staged_dir, write_parquet
+from albor.data.fim import Part, fim_transform
+from albor.data.tokenizer import EOS, SPECIAL_TOKENS, encode_batch, load_tokenizer, tokenizer_sha256
+from albor.io import write_text_atomic
+
+MANIFEST = "manifest.json"
+TOKENIZER = "tokenizer.json"
+TOKENS_DIR = "tokens"
+_CHUNK_BYTES = 4 << 20  # documents encoded per call: large enough for every core, small enough for the bar
+
+
+class Shard(BaseModel):
+    """One token shard: its file (relative to the data directory), its windows and its sha256."""
+
+    model_config = ConfigDict(extra="forbid")
+    file: str
+    windows: int
+    sha256: str
+
+
+class SplitTokens(BaseModel):
+    """Counts of one split: documents and their source bytes in, tokens and windows out."""
+
+    model_config = ConfigDict(extra="forbid")
+    documents: int
+    source_bytes: int
+    tokens: int
+    windows: int
+    tail_tokens: int
+    shards: list[Shard]
+
+
+class Manifest(BaseModel):
+    """What a data directory holds and what made it; ``load_windows`` verifies against it."""
+
+    model_config = ConfigDict(extra="forbid")
+    format: int = 1
+    config: dict[str, Any]
+    vocab_size: int
+    tokenizer_vocab: int
+    seq_len: int
+    dtype: str
+    seed: int
+    fim_rate: float
+    fim_spm_rate: float
+    special_tokens: dict[str, int]
+    tokenizer_sha256: str
+    corpus_sha256: str
+    splits: dict[str, SplitTokens]
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """uint16 when every id fits, else uint32."""
+    return np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.uint32)
+
+
+def document_order(n: int, seed: int) -> np.ndarray:
+    """The seeded order documents are packed in, so any run of windows samples the whole split."""
+    return np.random.default_rng(seed).permutation(n)
+
+
+def _ids(docs: list[list[Part]], encoded: Iterator[list[int]]) -> Iterator[int]:
+    for parts in docs:
+        for p in parts:
+            if isinstance(p, str):
+                yield from next(encoded)
+            else:
+                yield p
+        yield EOS
+
+
+def tokenize_documents(tok: Tokenizer, docs: Sequence[str], cfg: DataConfig, desc: str = "") -> np.ndarray:
+    """One token stream: each document FIM-transformed, its texts encoded, sentinels as ids, then EOS."""
+    dtype = token_dtype(cfg.vocab_size)
+    pieces: list[np.ndarray] = []
+    sizes = [len(d.encode()) for d in docs]
+    with tqdm(total=sum(sizes), desc=desc or "tokenize", unit="B", unit_scale=True, disable=None) as bar:
+        start = 0
+        while start < len(docs):
+            end, nbytes = start, 0
+            while end < len(docs) and (end == start or nbytes < _CHUNK_BYTES):
+                nbytes += sizes[end]
+                end += 1
+            parts = [fim_transform(d, cfg.seed, cfg.fim_rate, cfg.fim_spm_rate) for d in docs[start:end]]
+            encoded = encode_batch(tok, [p for ps in parts for p in ps if isinstance(p, str)])
+            pieces.append(np.fromiter(_ids(parts, iter(encoded)), dtype=dtype))
+            bar.update(nbytes)
+            start = end
+    return np.concatenate(pieces) if pieces else np.zeros(0, dtype=dtype)
+
+
+def pack_windows(stream: np.ndarray, seq_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cut ``stream`` into consecutive windows of seq_len+1 tokens; returns (windows, the shorter tail)."""
+    w = seq_len + 1
+    n = len(stream) // w
+    return stream[: n * w].reshape(n, w), stream[n * w :]
+
+
+def _window_table(windows: np.ndarray) -> pa.Table:
+    flat = pa.array(windows.reshape(-1), type=pa.from_numpy_dtype(windows.dtype))
+    return pa.table({"tokens": pa.FixedSizeListArray.from_arrays(flat, windows.shape[1])})
+
+
+def _write_shards(windows: np.ndarray, split: Split, tmp: Path, per_shard: int) -> list[Shard]:
+    shards = []
+    for k, start in enumerate(range(0, len(windows), per_shard)):
+        part = windows[start : start + per_shard]
+        name = f"{split}-{k:05d}.parquet"
+        digest = write_parquet(_window_table(part), tmp / name)
+        shards.append(Shard(file=f"{TOKENS_DIR}/{name}", windows=len(part), sha256=digest))
+    return shards
+
+
+def pack(cfg: DataConfig, out: Path) -> Manifest:
+    """Run the pack stage: corpus and tokenizer in ``out`` to token shards and the manifest."""
+    tok_path = out / TOKENIZER
+    tok = load_tokenizer(tok_path)
+    window = cfg.seq_len + 1
+    per_shard = max(1, cfg.shard_tokens // window)
+    splits: dict[str, SplitTokens] = {}
+    with staged_dir(out / TOKENS_DIR) as tmp:
+        for split in SPLITS:
+            docs = read_corpus(out, split)
+            docs = [docs[i] for i in document_order(len(docs), cfg.seed)]
+            stream = tokenize_documents(tok, docs, cfg, desc=f"tokenize {split}")
+            windows, tail = pack_windows(stream, cfg.seq_len)
+            splits[split] = SplitTokens(
+                documents=len(docs),
+                source_bytes=sum(len(d.encode()) for d in docs),
+                tokens=len(stream),
+                windows=len(windows),
+                tail_tokens=len(tail),
+                shards=_write_shards(windows, split, tmp, per_shard),
+            )
+        if splits["train"].windows == 0:
+            raise ValueError(
+                f"the train split has {splits['train'].tokens} tokens, fewer than one window of {window}; "
+                "lower seq_len or add source"
+            )
+        (out / MANIFEST).unlink(missing_ok=True)  # a manifest never describes shards it did not list
+    manifest = Manifest(
+        config=cfg.fingerprint_fields(),
+        vocab_size=cfg.vocab_size,
+        tokenizer_vocab=tok.get_vocab_size(),
+        seq_len=cfg.seq_len,
+        dtype=token_dtype(cfg.vocab_size).name,
+        seed=cfg.seed,
+        fim_rate=cfg.fim_rate,
+        fim_spm_rate=cfg.fim_spm_rate,
+        special_tokens={s: i for i, s in enumerate(SPECIAL_TOKENS)},
+        tokenizer_sha256=tokenizer_sha256(tok_path),
+        corpus_sha256=corpus_sha256(out),
+        splits=splits,
+    )
+    write_text_atomic(out / MANIFEST, manifest.model_dump_json(indent=2) + "\n")
+    return manifest
+
+
+def load_manifest(out: Path) -> Manifest:
+    """The manifest of a data directory; a missing or malformed one is an error naming the file."""
+    path = out / MANIFEST
+    try:
+        return Manifest(**json.loads(path.read_text()))
+    except FileNotFoundError as e:
+        raise ValueError(f"{path}: no manifest; build the data with `python -m albor.data prepare`") from e
+    except (OSError, ValueError, TypeError, ValidationError) as e:
+        raise ValueError(f"{path}: malformed manifest: {e}") from e
+
+
+def check_tokenizer(out: Path, manifest: Manifest) -> None:
+    """Raise when ``out/tokenizer.json`` is not the tokenizer the shards were made with."""
+    path = out / TOKENIZER
+    if not path.is_file():
+        raise ValueError(f"{path}: tokenizer is missing")
+    digest = tokenizer_sha256(path)
+    if digest != manifest.tokenizer_sha256:
+        raise ValueError(
+            f"{path}: tokenizer does not match {out / MANIFEST} (sha256 {digest[:12]}…, manifest has "
+            f"{manifest.tokenizer_sha256[:12]}…); the token shards were made with another tokenizer"
+        )
+
+
+def _check_shard(out: Path, shard: Shard) -> Path:
+    path = out / shard.file
+    if not path.is_file():
+        raise ValueError(f"{path}: token shard is missing")
+    if sha256_file(path) != shard.sha256:
+        raise ValueError(f"{path}: token shard is corrupt or truncated (sha256 differs from {out / MANIFEST})")
+    return path
+
+
+def _read_shard(out: Path, shard: Shard, manifest: Manifest) -> np.ndarray:
+    path = _check_shard(out, shard)
+    try:
+        column = pq.read_table(path).column("tokens").combine_chunks()
+    except (OSError, KeyError, pa.ArrowException) as e:
+        raise ValueError(f"{path}: cannot read token shard: {e}") from e
+    window = manifest.seq_len + 1
+    values = column.flatten().to_numpy(zero_copy_only=False)
+    if (
+        values.dtype != np.dtype(manifest.dtype)
+        or len(column) != shard.windows
+        or values.size != shard.windows * window
+    ):
+        raise ValueError(
+            f"{path}: holds {len(column)} windows of {values.dtype}, the manifest says {shard.windows} × {window} "
+            f"{manifest.dtype}"
+        )
+    return values.reshape(shard.windows, window)
+
+
+def load_windows(out: Path, split: Split) -> np.ndarray:
+    """All windows of ``split``, shape (n_windows, seq_len + 1), checked against the manifest.
+
+    Shards are read in manifest order; the tokenizer and every shard must match their sha256.
+    """
+    out = Path(out)
+    manifest = load_manifest(out)
+    if split not in manifest.splits:
+        raise ValueError(f"{out / MANIFEST}: no split {split!r}; it has {sorted(manifest.splits)}")
+    check_tokenizer(out, manifest)
+    parts = [_read_shard(out, s, manifest) for s in manifest.splits[split].shards]
+    if not parts:
+        return np.zeros((0, manifest.seq_len + 1), dtype=np.dtype(manifest.dtype))
+    return np.concatenate(parts)
+
+
+def verify(out: Path) -> Manifest:
+    """Check a whole data directory (tokenizer and every shard of every split); returns its manifest."""
+    manifest = load_manifest(out)
+    check_tokenizer(out, manifest)
+    for split in manifest.splits.values():
+        for shard in split.shards:
+            _check_shard(out, shard)
+    return manifest

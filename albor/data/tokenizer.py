@@ -1,0 +1,117 @@
+"""The ByteLevel BPE tokenizer: training, saving, loading, and the lossless encode/decode used everywhere.
+
+Special tokens take fixed ids (DESIGN.md). They are never matched inside raw text: the same strings
+occur in real source (``"<s>"`` in test_re.py), and the byte-level pre-tokenizer splits every one of
+them into several pieces, so raw text never encodes to a special id. Special ids enter a sequence
+only as ids (EOS between documents, FIM sentinels).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+from albor.data.config import DataConfig
+from albor.data.corpus import read_corpus
+from albor.data.files import sha256_file
+from albor.falsify import faults
+from albor.io import write_text_atomic
+
+SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<pad>", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>")
+UNK, BOS, EOS, PAD, FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE = range(len(SPECIAL_TOKENS))
+N_SPECIAL = len(SPECIAL_TOKENS)
+MIN_VOCAB = N_SPECIAL + 256
+
+
+def _bare() -> Tokenizer:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    if faults.active("tokenizer_collapses_whitespace"):
+        tok.normalizer = normalizers.Replace(Regex(r"[ \t]+"), " ")
+    return tok
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int) -> Tokenizer:
+    """Train a ByteLevel BPE of ``vocab_size`` ids (specials at 0..6, then the 256 bytes, then merges)."""
+    if vocab_size < MIN_VOCAB:
+        raise ValueError(f"vocab_size {vocab_size} is below {MIN_VOCAB} (7 special tokens + 256 bytes)")
+    tok = _bare()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=2,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    _check_specials(tok, "the trained tokenizer")
+    tok.encode_special_tokens = True
+    return tok
+
+
+def _check_specials(tok: Tokenizer, where: str) -> None:
+    for i, s in enumerate(SPECIAL_TOKENS):
+        if tok.token_to_id(s) != i:
+            raise ValueError(f"{where}: special token {s!r} has id {tok.token_to_id(s)}, expected {i}")
+
+
+def save_tokenizer(tok: Tokenizer, path: Path) -> str:
+    """Write ``tok`` atomically as JSON; returns its sha256."""
+    write_text_atomic(path, tok.to_str())
+    return sha256_file(path)
+
+
+def load_tokenizer(path: Path) -> Tokenizer:
+    """Load ``<out>/tokenizer.json`` ready for lossless encoding (special strings in text stay text)."""
+    try:
+        tok = Tokenizer.from_file(str(path))
+    except Exception as e:  # tokenizers raises a bare Exception for unreadable or malformed files
+        raise ValueError(f"{path}: cannot load tokenizer: {e}") from e
+    _check_specials(tok, str(path))
+    tok.encode_special_tokens = True
+    return tok
+
+
+def tokenizer_sha256(path: Path) -> str:
+    """The sha256 of a tokenizer file; manifests record it so that shards and tokenizer cannot drift."""
+    return sha256_file(path)
+
+
+def _check_text(texts: Sequence[str]) -> None:
+    for i, t in enumerate(texts):
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ValueError(
+                f"text {i} holds a lone surrogate {t[e.start]!r} at index {e.start}; only valid Unicode can be "
+                "tokenized (decode bytes with errors='strict' or 'replace' first)"
+            ) from e
+
+
+def encode_batch(tok: Tokenizer, texts: Sequence[str]) -> list[list[int]]:
+    """Token ids of each text, on every core; raw text never yields a special id."""
+    try:
+        return [e.ids for e in tok.encode_batch_fast(list(texts))]
+    except Exception:  # a lone surrogate fails inside the Rust binding; say which text and where
+        _check_text(texts)
+        raise
+
+
+def encode(tok: Tokenizer, text: str) -> list[int]:
+    """Token ids of one text."""
+    return encode_batch(tok, [text])[0]
+
+
+def decode(tok: Tokenizer, ids: Sequence[int]) -> str:
+    """The text of ``ids``, special tokens written out; ``decode(encode(t)) == t`` for every valid string."""
+    return tok.decode(list(ids), skip_special_tokens=False)
+
+
+def build_tokenizer(cfg: DataConfig, out: Path) -> Path:
+    """Run the tokenizer stage: train on the train split of ``out``'s corpus, write ``out/tokenizer.json``."""
+    path = out / "tokenizer.json"
+    save_tokenizer(train_tokenizer(read_corpus(out, "train"), cfg.vocab_size), path)
+    return path
