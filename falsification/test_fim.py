@@ -1,0 +1,69 @@
+"""Falsifiers for the ``fim`` contract (contracts/fim.yaml)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from albor.contracts import tolerance
+from albor.data.fim import SENTINELS, fim_invert, fim_transform, parts_from_ids
+from albor.data.synthetic import tiny_tokenizer
+from albor.data.tokenizer import FIM_PREFIX, FIM_SUFFIX, decode, encode
+
+DOCS = st.text(max_size=200)
+SEEDS = st.integers(0, 2**32 - 1)
+
+
+def _texts(parts: list[str | int]) -> str:
+    return "".join(p for p in parts if isinstance(p, str))
+
+
+@pytest.mark.claim("FIM-001")
+@given(doc=DOCS, seed=SEEDS, spm=st.sampled_from([0.0, 0.5, 1.0]))
+def test_fim_permutes_characters(doc: str, seed: int, spm: float) -> None:
+    parts = fim_transform(doc, seed, 1.0, spm)
+    assert Counter(_texts(parts)) == Counter(doc)
+    assert len(_texts(parts)) == len(doc)
+
+
+@pytest.mark.claim("FIM-002")
+@given(doc=DOCS, seed=SEEDS, rate=st.sampled_from([0.5, 1.0]), spm=st.sampled_from([0.0, 0.5, 1.0]))
+def test_fim_invertible_from_sentinels(doc: str, seed: int, rate: float, spm: float) -> None:
+    parts = fim_transform(doc, seed, rate, spm)
+    assert fim_invert(parts) == doc
+    tok = tiny_tokenizer()
+    ids = [i for p in parts for i in (encode(tok, p) if isinstance(p, str) else [p])]
+    assert [i for i in ids if i in SENTINELS] == [p for p in parts if isinstance(p, int)]
+    assert fim_invert(parts_from_ids(ids, lambda run: decode(tok, run))) == doc
+
+
+@pytest.mark.claim("FIM-003")
+@given(doc=st.text(min_size=1, max_size=200), seed=SEEDS)
+def test_fim_deterministic(doc: str, seed: int) -> None:
+    first = fim_transform(doc, seed, 1.0, 0.5)
+    assert fim_transform(doc, seed, 1.0, 0.5) == first
+    assert first[0] == FIM_PREFIX
+    # The cut points are character offsets: every piece is a slice of the document.
+    pieces = [p for p in first if isinstance(p, str)]
+    if first[1] == FIM_SUFFIX:  # SPM: suffix, then prefix + middle
+        suffix, head = pieces
+        assert doc == head + suffix
+    else:
+        prefix, suffix, middle = pieces
+        assert doc == prefix + middle + suffix
+
+
+@pytest.mark.claim("FIM-004")
+@pytest.mark.parametrize(("rate", "spm"), [(0.5, 0.5), (0.9, 0.2), (0.1, 1.0)])
+def test_fim_rates(rate: float, spm: float) -> None:
+    tol = tolerance("FIM-004")
+    docs = [f"def f{i}():\n    return {i}\n" for i in range(2000)]
+    outs = [fim_transform(d, 7, rate, spm) for d in docs]
+    fim = [o for o in outs if len(o) > 1]
+    assert abs(len(fim) / len(docs) - rate) <= tol
+    spm_share = sum(o[1] == FIM_SUFFIX for o in fim) / len(fim)
+    assert abs(spm_share - spm) <= tol
+    assert all(fim_transform(d, 7, 0.0, spm) == [d] for d in docs[:200])

@@ -1,0 +1,85 @@
+"""Falsifiers for the ``tokenizer`` contract (contracts/tokenizer.yaml)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from albor.data.synthetic import TRICKY, tiny_tokenizer
+from albor.data.tokenizer import (
+    N_SPECIAL,
+    SPECIAL_TOKENS,
+    decode,
+    encode,
+    encode_batch,
+    load_tokenizer,
+    save_tokenizer,
+)
+
+# Whitespace-heavy alphabets find indentation bugs faster than the full Unicode range alone.
+CODE_TEXT = st.text(alphabet=" \t\r\n\f\v\u00a0\u3000<>/|_sfimdx=:()'\"#é😀", max_size=80)
+
+
+@pytest.mark.claim("TOK-001")
+@given(text=st.one_of(st.text(max_size=120), CODE_TEXT))
+def test_round_trip_arbitrary_text(text: str) -> None:
+    tok = tiny_tokenizer()
+    assert decode(tok, encode(tok, text)) == text
+
+
+@pytest.mark.claim("TOK-002")
+def test_indentation_survives() -> None:
+    tok = tiny_tokenizer()
+    source = "".join(TRICKY) + "if a:\n\tif b:\n\t\t  c = 1\n        \td = 2\r\n\t\r\n    \n"
+    for text in [*TRICKY, source]:
+        ids = encode(tok, text)
+        assert decode(tok, ids) == text
+        assert decode(tok, ids).encode() == text.encode()
+
+
+@pytest.mark.claim("TOK-003")
+def test_special_token_ids(tmp_path: Path) -> None:
+    tok = tiny_tokenizer()
+    path = tmp_path / "tokenizer.json"
+    save_tokenizer(tok, path)
+    for t in (tok, load_tokenizer(path)):
+        assert [t.token_to_id(s) for s in SPECIAL_TOKENS] == list(range(N_SPECIAL))
+        assert [t.id_to_token(i) for i in range(N_SPECIAL)] == list(SPECIAL_TOKENS)
+
+
+@pytest.mark.claim("TOK-004")
+@given(glue=st.lists(st.sampled_from([*SPECIAL_TOKENS, " ", "\n", "a", "<", ">", "|"]), max_size=30))
+def test_special_strings_stay_text(glue: list[str]) -> None:
+    tok = tiny_tokenizer()
+    text = "".join(glue) + "".join(SPECIAL_TOKENS)
+    ids = encode(tok, text)
+    assert min(ids) >= N_SPECIAL, "raw text produced a special id"
+    assert decode(tok, ids) == text
+
+
+@pytest.mark.claim("TOK-005")
+@pytest.mark.parametrize("text", ["a\ud800b", "\udfff", "ok\n\ud83d"])
+def test_lone_surrogate_rejected(text: str) -> None:
+    tok = tiny_tokenizer()
+    position = next(i for i, c in enumerate(text) if 0xD800 <= ord(c) <= 0xDFFF)
+    with pytest.raises(ValueError, match=f"lone surrogate .* at index {position}"):
+        encode_batch(tok, ["fine", text])
+
+
+@pytest.mark.claim("TOK-006")
+def test_save_load_identical(tmp_path: Path) -> None:
+    tok = tiny_tokenizer()
+    path = tmp_path / "tokenizer.json"
+    save_tokenizer(tok, path)
+    loaded = load_tokenizer(path)
+    texts = [*TRICKY, "x" * 300, ""]
+    assert encode_batch(loaded, texts) == encode_batch(tok, texts)
+    bad = tmp_path / "broken.json"
+    bad.write_text('{"model": ')
+    with pytest.raises(ValueError, match=r"broken\.json"):
+        load_tokenizer(bad)
+    with pytest.raises(ValueError, match=r"missing\.json"):
+        load_tokenizer(tmp_path / "missing.json")
