@@ -80,41 +80,56 @@ def _ids(expression: str) -> list[str]:
 
 
 def is_permissive(expression: str) -> bool:
-    """Whether an SPDX-style expression is permissive: OR needs one side, AND both; WITH adds an exception."""
+    """Whether an SPDX-style expression is permissive: OR needs one side, AND both; WITH adds an exception.
+
+    A malformed expression is not permissive.
+    """
     tokens = _TOKEN.findall(expression)
     pos = 0
 
-    def expr() -> bool:
+    def take() -> str:
         nonlocal pos
+        if pos >= len(tokens):
+            raise ValueError("expression ends early")
+        pos += 1
+        return tokens[pos - 1]
+
+    def peek(*words: str) -> bool:
+        return pos < len(tokens) and tokens[pos].upper() in words
+
+    def expr() -> bool:
         ok = term()
-        while pos < len(tokens) and tokens[pos].upper() == "OR":
-            pos += 1
+        while peek("OR"):
+            take()
             ok = term() or ok
         return ok
 
     def term() -> bool:
-        nonlocal pos
         ok = factor()
-        while pos < len(tokens) and tokens[pos].upper() == "AND":
-            pos += 1
+        while peek("AND"):
+            take()
             ok = factor() and ok
         return ok
 
     def factor() -> bool:
-        nonlocal pos
-        if pos >= len(tokens):
-            return False
-        tok = tokens[pos]
-        pos += 1
+        tok = take()
         if tok == "(":
             ok = expr()
-            pos += pos < len(tokens) and tokens[pos] == ")"
+            if take() != ")":
+                raise ValueError("unbalanced parenthesis")
             return ok
-        if pos < len(tokens) and tokens[pos].upper() == "WITH":
-            pos += 2
+        if tok in "()" or tok.upper() in _OPERATORS:
+            raise ValueError(f"unexpected {tok!r}")
+        if peek("WITH"):
+            take()
+            take()
         return normalize(tok) in PERMISSIVE
 
-    return bool(tokens) and expr() and pos == len(tokens)
+    try:
+        ok = expr()
+    except ValueError:
+        return False
+    return ok and pos == len(tokens)
 
 
 def distribution_license(meta: Message) -> str:
