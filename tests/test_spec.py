@@ -227,6 +227,13 @@ def test_gap_naming_a_missing_contract_fails_naming_it(tree: Path) -> None:
         generate(Layout(tree), FAULTS)
 
 
+def test_an_obligation_id_used_twice_fails(tree: Path) -> None:
+    other = {**_contract([f"{FILE}::test_a"]), "id": "other", "component": "other"}
+    (tree / "contracts" / "other.yaml").write_text(yaml.safe_dump(other))
+    with pytest.raises(DanglingError, match=r"contracts/rope\.yaml: obligation id DEMO-001 is also used by other"):
+        generate(Layout(tree), FAULTS)
+
+
 def test_unregistered_and_orphan_faults_fail(tree: Path) -> None:
     faults = {"other": Fault("other", "ALB-999", "x")}
     with pytest.raises(DanglingError) as e:

@@ -31,8 +31,22 @@ def refresh_results(layout: Layout) -> None:
 
 
 def sphinx_html(layout: Layout) -> int:
-    """Sphinx's exit status: non-zero on any warning (``-W --keep-going`` lists them all first)."""
-    args = ["-b", "html", "-W", "--keep-going", "-q", "-d", str(layout.doctrees), str(layout.docs), str(layout.html)]
+    """Sphinx's exit status: non-zero on any warning (``-W --keep-going`` lists them all first).
+
+    ``-E`` reads every page afresh, so a warning is never hidden by a page left over from a previous build.
+    """
+    args = [
+        "-b",
+        "html",
+        "-E",
+        "-W",
+        "--keep-going",
+        "-q",
+        "-d",
+        str(layout.doctrees),
+        str(layout.docs),
+        str(layout.html),
+    ]
     return build_main(args)
 
 

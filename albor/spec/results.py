@@ -27,8 +27,8 @@ class ResultSet:
 
     @property
     def label(self) -> str:
-        """A short column title: ``CPU`` or ``CUDA H100 80GB HBM3``."""
-        if self.device == "cpu":
+        """A short column title: ``CPU`` (the local run) or ``CUDA H100 80GB HBM3``."""
+        if self.device == "cpu" and not self.committed:
             return "CPU"
         return f"{self.device.upper()} {self.card.removeprefix('NVIDIA ')}"
 

@@ -140,6 +140,7 @@ def _series(records: list[dict[str, Any]], key: str) -> tuple[list[float], list[
 def plot_run(run: Run, png: Path) -> None:
     """One PNG: loss, val_ppl, lr, grad norm and tok/s (and MFU when recorded) against step."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     panels = [p for p in PANELS if p[0] != "mfu" or _series(run.train, "mfu")[0]]
     rows = math.ceil(len(panels) / 2)
@@ -149,6 +150,7 @@ def plot_run(run: Run, png: Path) -> None:
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step", fontsize=9)
         ax.tick_params(labelsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if key == "loss":
             ax.plot(*_series(run.train, "loss"), lw=1, label="train")

@@ -65,8 +65,12 @@ def dangling(root: Path, contracts: dict[str, Contract], gaps: list[Gap], faults
     """Every broken link, each as a sentence naming the file and the missing thing."""
     problems = []
     listed: set[str] = set()
+    owner: dict[str, str] = {}
     for c in contracts.values():
         for ob in c.obligations:
+            if ob.id in owner:
+                problems.append(f"contracts/{c.component}.yaml: obligation id {ob.id} is also used by {owner[ob.id]}")
+            owner[ob.id] = c.component
             for f in ob.falsifiers:
                 listed.add(f)
                 if why := missing_falsifier(root, f):

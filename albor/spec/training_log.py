@@ -29,7 +29,7 @@ def _size(n: int) -> str:
 
 def _preflight_badge(run: Run) -> str:
     status = (run.preflight or {}).get("status", "missing")
-    return badge({"passed": "passed", "failed": "failed", "skipped": "skipped"}.get(status, "not-run"), status)
+    return badge({"passed": "passed", "failed": "failed", "skipped": "warning"}.get(status, "not-run"), status)
 
 
 def _best_ppl(run: Run) -> str:
@@ -80,10 +80,12 @@ def run_page(run: Run, png: str | None) -> str:
         out.append("No `preflight.json`: the run did not record a preflight battery.")
     else:
         claims = ", ".join(code(c) for c in pf.get("failed_claims") or []) or "none"
+        tests = ", ".join(code(t) for t in pf.get("failed_tests") or []) or "none"
         rows = [
             ("status", _preflight_badge(run)),
-            ("device", esc(pf.get("device", "—"))),
+            ("device", esc(f"{pf.get('device', '—')} ({pf['card']})" if pf.get("card") else pf.get("device", "—"))),
             ("failed claims", claims),
+            ("failed tests", tests),
             ("JUnit", code(str(pf["junit"])) if pf.get("junit") else "—"),
             ("warning", esc(pf["warning"]) if pf.get("warning") else "none"),
         ]
