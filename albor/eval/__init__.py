@@ -1,0 +1,1 @@
+"""Evaluation: validation perplexity, HumanEval pass@k, and the sandbox that runs completions."""
