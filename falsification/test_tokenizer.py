@@ -12,6 +12,7 @@ from albor.data.synthetic import TRICKY, tiny_tokenizer
 from albor.data.tokenizer import (
     N_SPECIAL,
     SPECIAL_TOKENS,
+    PieceEncoder,
     decode,
     encode,
     encode_batch,
@@ -83,3 +84,13 @@ def test_save_load_identical(tmp_path: Path) -> None:
         load_tokenizer(bad)
     with pytest.raises(ValueError, match=r"missing\.json"):
         load_tokenizer(tmp_path / "missing.json")
+
+
+@pytest.mark.claim("TOK-007")
+@given(texts=st.lists(st.one_of(st.text(max_size=80), CODE_TEXT), max_size=8))
+def test_piece_encoder_matches_tokenizer(texts: list[str]) -> None:
+    tok = tiny_tokenizer()
+    encoder = PieceEncoder(tok)
+    texts = [*texts, *TRICKY, "a\x1cb\x1d \x1e\x1f\x85 \u2028x\u3000 y's 'LL 12\u0663"]
+    assert encoder.encode_batch(texts) == encode_batch(tok, texts)
+    assert encoder.encode_batch(texts[::-1]) == encode_batch(tok, texts[::-1])

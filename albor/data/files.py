@@ -22,7 +22,7 @@ from albor.io import fsync_dir
 
 T = TypeVar("T")
 R = TypeVar("R")
-_INLINE_BELOW = 64  # items; fewer than this are not worth starting processes for
+_INLINE_BELOW_BYTES = 4 << 20  # less input than this is not worth starting processes for
 
 
 def sha256_file(path: Path) -> str:
@@ -77,23 +77,42 @@ def n_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def parallel_map(fn: Callable[[T], R], items: Sequence[T], sizes: Sequence[int], desc: str) -> list[R]:
+def _start_worker(initializer: Callable[..., None] | None, initargs: tuple[Any, ...]) -> None:
+    # One process per core already: the tokenizers library must not start its own threads in them.
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    if initializer is not None:
+        initializer(*initargs)
+
+
+def parallel_map(
+    fn: Callable[[T], R],
+    items: Sequence[T],
+    sizes: Sequence[int],
+    desc: str,
+    initializer: Callable[..., None] | None = None,
+    initargs: tuple[Any, ...] = (),
+) -> list[R]:
     """``[fn(x) for x in items]`` on every core, in order, with a progress bar in bytes (on a terminal only).
 
-    ``sizes`` are the items' bytes, for the bar; small inputs run in this process.
+    ``sizes`` are the items' bytes. ``initializer(*initargs)`` sets up each worker (or this process,
+    when the input is too small to be worth starting workers for). Workers start from a fork server,
+    so they inherit no threads.
     """
     bar = tqdm(total=sum(sizes), desc=desc, unit="B", unit_scale=True, disable=None)
     workers = n_workers()
     out: list[R] = []
     with bar:
-        if workers == 1 or len(items) < _INLINE_BELOW:
+        if workers == 1 or sum(sizes) < _INLINE_BELOW_BYTES:
+            if initializer is not None:
+                initializer(*initargs)
             results: Iterable[R] = map(fn, items)
             for r, w in zip(results, sizes, strict=True):
                 out.append(r)
                 bar.update(w)
             return out
-        with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
-            for r, w in zip(pool.map(fn, items, chunksize=8), sizes, strict=True):
+        ctx = get_context("forkserver")
+        with ProcessPoolExecutor(workers, ctx, _start_worker, (initializer, initargs)) as pool:
+            for r, w in zip(pool.map(fn, items, chunksize=4), sizes, strict=True):
                 out.append(r)
                 bar.update(w)
     return out

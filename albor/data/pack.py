@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,19 +17,25 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, ValidationError
 from tokenizers import Tokenizer
-from tqdm import tqdm
 
 from albor.data.config import DataConfig
 from albor.data.corpus import SPLITS, Split, corpus_sha256, read_corpus
-from albor.data.files import sha256_file, staged_dir, write_parquet
+from albor.data.files import parallel_map, sha256_file, staged_dir, write_parquet
 from albor.data.fim import Part, fim_transform
-from albor.data.tokenizer import EOS, SPECIAL_TOKENS, encode_batch, load_tokenizer, tokenizer_sha256
+from albor.data.tokenizer import (
+    EOS,
+    SPECIAL_TOKENS,
+    PieceEncoder,
+    load_tokenizer,
+    tokenizer_from_json,
+    tokenizer_sha256,
+)
 from albor.io import write_text_atomic
 
 MANIFEST = "manifest.json"
 TOKENIZER = "tokenizer.json"
 TOKENS_DIR = "tokens"
-_CHUNK_BYTES = 4 << 20  # documents encoded per call: large enough for every core, small enough for the bar
+_CHUNK_BYTES = 1 << 20  # source bytes per task: many tasks per core, so the bar moves and the load evens out
 
 
 class Shard(BaseModel):
@@ -91,24 +98,39 @@ def _ids(docs: list[list[Part]], encoded: Iterator[list[int]]) -> Iterator[int]:
         yield EOS
 
 
-def tokenize_documents(tok: Tokenizer, docs: Sequence[str], cfg: DataConfig, desc: str = "") -> np.ndarray:
-    """One token stream: each document FIM-transformed, its texts encoded, sentinels as ids, then EOS."""
-    dtype = token_dtype(cfg.vocab_size)
-    pieces: list[np.ndarray] = []
+_encoder: PieceEncoder | None = None  # one per worker process, set by _start_encoder
+
+
+def _start_encoder(tokenizer_json: str) -> None:
+    global _encoder
+    _encoder = PieceEncoder(tokenizer_from_json(tokenizer_json, "the pack stage's tokenizer"))
+
+
+def _tokenize_chunk(docs: list[str], cfg: DataConfig) -> np.ndarray:
+    assert _encoder is not None
+    parts = [fim_transform(d, cfg.seed, cfg.fim_rate, cfg.fim_spm_rate) for d in docs]
+    encoded = _encoder.encode_batch([p for ps in parts for p in ps if isinstance(p, str)])
+    return np.fromiter(_ids(parts, iter(encoded)), dtype=token_dtype(cfg.vocab_size))
+
+
+def tokenize_documents(tok: Tokenizer, docs: Sequence[str], cfg: DataConfig, desc: str = "tokenize") -> np.ndarray:
+    """One token stream: each document FIM-transformed, its texts encoded, sentinels as ids, then EOS.
+
+    Runs on every core, a chunk of documents per task.
+    """
     sizes = [len(d.encode()) for d in docs]
-    with tqdm(total=sum(sizes), desc=desc or "tokenize", unit="B", unit_scale=True, disable=None) as bar:
-        start = 0
-        while start < len(docs):
-            end, nbytes = start, 0
-            while end < len(docs) and (end == start or nbytes < _CHUNK_BYTES):
-                nbytes += sizes[end]
-                end += 1
-            parts = [fim_transform(d, cfg.seed, cfg.fim_rate, cfg.fim_spm_rate) for d in docs[start:end]]
-            encoded = encode_batch(tok, [p for ps in parts for p in ps if isinstance(p, str)])
-            pieces.append(np.fromiter(_ids(parts, iter(encoded)), dtype=dtype))
-            bar.update(nbytes)
-            start = end
-    return np.concatenate(pieces) if pieces else np.zeros(0, dtype=dtype)
+    chunks: list[list[str]] = [[]]
+    chunk_sizes = [0]
+    for d, n in zip(docs, sizes, strict=True):
+        if chunk_sizes[-1] >= _CHUNK_BYTES:
+            chunks.append([])
+            chunk_sizes.append(0)
+        chunks[-1].append(d)
+        chunk_sizes[-1] += n
+    streams = parallel_map(
+        partial(_tokenize_chunk, cfg=cfg), chunks, chunk_sizes, desc, _start_encoder, (tok.to_str(),)
+    )
+    return np.concatenate(streams)
 
 
 def pack_windows(stream: np.ndarray, seq_len: int) -> tuple[np.ndarray, np.ndarray]:

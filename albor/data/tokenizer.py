@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import regex
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 from albor.data.config import DataConfig
@@ -23,6 +24,10 @@ SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<pad>", "<|fim_prefix|>", "<|fim_suff
 UNK, BOS, EOS, PAD, FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE = range(len(SPECIAL_TOKENS))
 N_SPECIAL = len(SPECIAL_TOKENS)
 MIN_VOCAB = N_SPECIAL + 256
+# The split of the ByteLevel pre-tokenizer (GPT-2's pattern). BPE never merges across its pieces, so a
+# text's ids are its pieces' ids concatenated, and a piece seen before need not be encoded again.
+PRETOKEN = regex.compile(r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""")
+_MAX_CACHED_PIECES = 1 << 20
 
 
 def _bare() -> Tokenizer:
@@ -64,15 +69,24 @@ def save_tokenizer(tok: Tokenizer, path: Path) -> str:
     return sha256_file(path)
 
 
-def load_tokenizer(path: Path) -> Tokenizer:
-    """Load ``<out>/tokenizer.json`` ready for lossless encoding (special strings in text stay text)."""
+def tokenizer_from_json(text: str, where: str) -> Tokenizer:
+    """A tokenizer from its JSON, ready for lossless encoding (special strings in text stay text)."""
     try:
-        tok = Tokenizer.from_file(str(path))
-    except Exception as e:  # tokenizers raises a bare Exception for unreadable or malformed files
-        raise ValueError(f"{path}: cannot load tokenizer: {e}") from e
-    _check_specials(tok, str(path))
-    tok.encode_special_tokens = True
+        tok = Tokenizer.from_str(text)
+    except Exception as e:  # tokenizers raises a bare Exception for malformed JSON
+        raise ValueError(f"{where}: cannot load tokenizer: {e}") from e
+    _check_specials(tok, where)
+    tok.encode_special_tokens = True  # not part of the JSON, so it is set on every load
     return tok
+
+
+def load_tokenizer(path: Path) -> Tokenizer:
+    """Load ``<out>/tokenizer.json`` ready for lossless encoding."""
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: cannot load tokenizer: {e}") from e
+    return tokenizer_from_json(text, str(path))
 
 
 def tokenizer_sha256(path: Path) -> str:
@@ -98,6 +112,33 @@ def encode_batch(tok: Tokenizer, texts: Sequence[str]) -> list[list[int]]:
     except Exception:  # a lone surrogate fails inside the Rust binding; say which text and where
         _check_text(texts)
         raise
+
+
+class PieceEncoder:
+    """``encode_batch`` for a corpus, about 1.5x faster on source code: each distinct pre-token piece
+    goes through the tokenizer once and is looked up after that. The ids are exactly ``encode_batch``'s."""
+
+    def __init__(self, tok: Tokenizer) -> None:
+        self.tok = tok
+        self._ids: dict[str, list[int]] = {}
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        pieces = [PRETOKEN.findall(t) for t in texts]
+        new = list({p for ps in pieces for p in ps}.difference(self._ids))
+        if len(self._ids) + len(new) > _MAX_CACHED_PIECES:
+            self._ids.clear()
+        try:
+            self._ids.update(zip(new, encode_batch(self.tok, new), strict=True))
+        except ValueError:
+            _check_text(texts)  # name the text and the position, not the piece
+            raise
+        out = []
+        for ps in pieces:
+            ids: list[int] = []
+            for p in ps:
+                ids += self._ids[p]
+            out.append(ids)
+        return out
 
 
 def encode(tok: Tokenizer, text: str) -> list[int]:
