@@ -58,5 +58,7 @@ def build(layout: Layout | None = None, use_existing: bool = False) -> float:
     start = time.perf_counter()
     generate(layout)
     if sphinx_html(layout):
-        raise RuntimeError("sphinx-build reported warnings or errors (listed above); the book is not built")
+        raise RuntimeError(
+            "sphinx-build reported warnings or errors (listed above; docs/generated/spec/ holds copies of spec/)"
+        )
     return time.perf_counter() - start
