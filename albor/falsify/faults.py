@@ -52,6 +52,9 @@ FAULTS: dict[str, Fault] = {
         Fault("cursor_resume_repeats_batch", "ALB-100", "a restored data cursor yields its last batch again"),
         Fault("cursor_ranks_share_batches", "ALB-100", "every rank takes rank 0's slice of the global batch"),
         Fault("cursor_sequential_order", "ALB-121", "windows are visited in storage order, shard after shard"),
+        Fault("humaneval_structural_fallback", "ALB-130", "failed inference is scored by parsing the prompt"),
+        Fault("eval_tokenizer_from_data_dir", "ALB-131", "eval loads the data dir's tokenizer, not the checkpoint's"),
+        Fault("generate_prompt_not_truncated", "ALB-074", "a prompt longer than the context reaches the model"),
     ]
 }
 

