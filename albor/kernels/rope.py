@@ -1,0 +1,102 @@
+"""RoPE in Triton, rotate-half convention: q and k rotated in one launch, a few tokens per program.
+
+Same contract as ``albor.ops.rope.apply_rope``. The backward is the inverse rotation (sin negated).
+Inputs may be strided views (the model passes slices of its fused q/k/v projection).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from albor.falsify import faults
+from albor.kernels import buffers
+from albor.kernels.launch import check_device, compute_dtype
+
+
+@triton.jit
+def _rope(
+    q_ptr, k_ptr, qo_ptr, ko_ptr, cos_ptr, sin_ptr,
+    n_tokens, seq_len, n_q, n_k, half,
+    q_sb, q_st, q_sh, k_sb, k_st, k_sh,
+    qo_sb, qo_st, qo_sh, ko_sb, ko_st, ko_sh,
+    cos_st, sin_st,
+    BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr, CD: tl.constexpr, INVERSE: tl.constexpr,
+):  # fmt: skip
+    """BLOCK_T tokens; each token's q heads and then its k heads are rows of one tile."""
+    r = tl.arange(0, BLOCK_T * BLOCK_H)[:, None]
+    token = tl.program_id(0).to(tl.int64) * BLOCK_T + r // BLOCK_H
+    h = r % BLOCK_H
+    b = token // seq_len
+    t = token % seq_len
+    d = tl.arange(0, BLOCK_D)[None, :]
+    is_q = h < n_q
+    mask = (token < n_tokens) & (h < n_q + n_k) & (d < half)
+    c = tl.load(cos_ptr + t * cos_st + d, mask=mask, other=0.0).to(CD)
+    s = tl.load(sin_ptr + t * sin_st + d, mask=mask, other=0.0).to(CD)
+    if INVERSE:
+        s = -s
+    x_at = tl.where(is_q, q_ptr + b * q_sb + t * q_st + h * q_sh, k_ptr + b * k_sb + t * k_st + (h - n_q) * k_sh) + d
+    o_at = tl.where(
+        is_q, qo_ptr + b * qo_sb + t * qo_st + h * qo_sh, ko_ptr + b * ko_sb + t * ko_st + (h - n_q) * ko_sh
+    )
+    o_at += d
+    x1 = tl.load(x_at, mask=mask, other=0.0).to(CD)
+    x2 = tl.load(x_at + half, mask=mask, other=0.0).to(CD)
+    tl.store(o_at, (x1 * c - x2 * s).to(qo_ptr.dtype.element_ty), mask=mask)
+    tl.store(o_at + half, (x2 * c + x1 * s).to(qo_ptr.dtype.element_ty), mask=mask)
+
+
+def _unit_last(x: torch.Tensor) -> torch.Tensor:
+    return x if x.stride(-1) == 1 else x.contiguous()
+
+
+def _launch(
+    q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, inverse: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    q, k = _unit_last(q), _unit_last(k)
+    b, t, n_q, hd = q.shape
+    n_k = k.shape[2]
+    qo = buffers.empty(tuple(q.shape), q.dtype, q.device)
+    ko = buffers.empty(tuple(k.shape), k.dtype, k.device)
+    block_h, block_d = triton.next_power_of_2(n_q + n_k), triton.next_power_of_2(hd // 2)
+    block_t = max(1, min(16, 4096 // (block_h * block_d)))
+    _rope[(triton.cdiv(b * t, block_t),)](
+        q, k, qo, ko, cos, sin, b * t, t, n_q, n_k, hd // 2,
+        *q.stride()[:3], *k.stride()[:3], *qo.stride()[:3], *ko.stride()[:3], cos.stride(0), sin.stride(0),
+        BLOCK_T=block_t, BLOCK_H=block_h, BLOCK_D=block_d, CD=compute_dtype(q.dtype), INVERSE=inverse,
+        num_warps=min(max(block_t * block_h * block_d // 512, 1), 8),
+    )  # fmt: skip
+    return qo, ko
+
+
+class _Rope(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        ctx.save_for_backward(cos, sin)
+        return _launch(q, k, cos, sin, inverse=False)
+
+    @staticmethod
+    def backward(ctx, dq: torch.Tensor, dk: torch.Tensor):
+        if faults.active("rope_kernel_no_backward"):  # ALB-119 re-created: the backward is the identity
+            return dq, dk, None, None
+        cos, sin = ctx.saved_tensors
+        return (*_launch(dq, dk, cos, sin, inverse=True), None, None)
+
+
+def apply_rope(
+    q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotate queries (B, T, H, D) and keys (B, T, Hkv, D) by the tables from ``rope_tables``."""
+    if q.ndim != 4 or k.ndim != 4 or q.shape[:2] != k.shape[:2] or q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"q {tuple(q.shape)} and k {tuple(k.shape)} must be (B, T, H, D) with equal B, T and D")
+    if q.shape[-1] % 2:
+        raise ValueError(f"head_dim must be even for RoPE, got {q.shape[-1]}")
+    table = (q.shape[1], q.shape[-1] // 2)
+    if cos.shape != table or sin.shape != table:
+        raise ValueError(f"cos {tuple(cos.shape)} and sin {tuple(sin.shape)} must be (T, D/2) = {table}")
+    if q.dtype != k.dtype:
+        raise ValueError(f"q ({q.dtype}) and k ({k.dtype}) must share a dtype")
+    check_device("rope", _rope, q, k, cos, sin)
+    return _Rope.apply(q, k, _unit_last(cos), _unit_last(sin))
