@@ -184,6 +184,7 @@ def test_generated_pages(tree: Path) -> None:
     assert "ALB-201" in (out / "gaps" / "index.md").read_text()
     report = (out / "report.md").read_text()
     assert "Grade: Toyota Standard" in report and esc("2026-01-02 10:00 UTC") in report
+    assert "predates" not in report
     assert "demo_fault" in (out / "traceability.md").read_text()
     run = (out / "runs" / "demo.md").read_text()
     assert "![" in run and (out / "runs" / "demo.png").read_bytes().startswith(b"\x89PNG")
@@ -202,6 +203,16 @@ def test_no_results_and_no_runs_are_said_on_the_pages(tree: Path) -> None:
     assert "No report yet" in (out / "report.md").read_text()
     assert "No training runs yet" in (out / "runs" / "index.md").read_text()
     assert "not run" in (out / "gaps" / "ALB-201.md").read_text()
+
+
+def test_a_report_older_than_the_contracts_says_so(tree: Path) -> None:
+    report = tree / "falsification" / "results" / "local" / "report.json"
+    data = json.loads(report.read_text())
+    report.write_text(json.dumps({**data, "obligations": [], "mutants": []}))
+    generate(Layout(tree), FAULTS)
+    out = Layout(tree).generated
+    note = "This report predates 1 of the 1 obligations and 1 of the 1 gap faults"
+    assert note in (out / "report.md").read_text() and note in (out / "snippets" / "status.md").read_text()
 
 
 def test_stale_pages_are_removed(tree: Path) -> None:

@@ -44,6 +44,26 @@ class Book:
     def n_obligations(self) -> int:
         return sum(len(c.obligations) for c in self.contracts.values())
 
+    def stale_note(self) -> str | None:
+        """Why the report is older than the repository, or None: obligations or faults it never saw."""
+        if self.report is None:
+            return None
+        seen = {o["id"] for o in self.report.get("obligations", [])}
+        new = [ob.id for c in self.contracts.values() for ob in c.obligations if ob.id not in seen]
+        ran = {m["fault"] for m in self.report.get("mutants", [])}
+        untested = [f for g in self.gaps for f in g.faults if f not in ran]
+        if not new and not untested:
+            return None
+        parts = []
+        if new:
+            parts.append(f"{len(new)} of the {self.n_obligations} obligations")
+        if untested:
+            parts.append(f"{len(untested)} of the {sum(len(g.faults) for g in self.gaps)} gap faults")
+        return (
+            f"This report predates {' and '.join(parts)} now in the repository, so its grade does not cover them; "
+            "`python -m albor.spec build` (without `--use-existing`) runs the battery and the mutants again."
+        )
+
 
 def load_book(layout: Layout, faults: dict[str, Fault]) -> Book:
     """Load every source of the book; bad files raise errors naming the file."""

@@ -131,6 +131,17 @@ def mutants_cell(g: Gap, book: Book) -> str:
     return "; ".join(f"{code(f)} {mutant_badge(book.mutants.get(f))}" for f in g.faults)
 
 
+def mutants_summary(g: Gap, book: Book) -> str:
+    """One badge for a gap's faults in the last mutant run: killed of run, or not run."""
+    runs = [book.mutants[f] for f in g.faults if f in book.mutants]
+    if not runs:
+        return badge("not-run", "not run")
+    verdicts = [mutant_verdict(m) for m in runs]
+    killed = verdicts.count("passed")
+    status = "failed" if "failed" in verdicts else "passed" if killed == len(g.faults) else "skipped"
+    return badge(status, f"{killed}/{len(g.faults)}")
+
+
 def contracts_index(book: Book) -> str:
     out = [
         target("contracts"),
@@ -178,11 +189,11 @@ def gap_register(book: Book) -> str:
             badge(g.severity),
             esc(g.status),
             esc(g.origin),
-            mutants_cell(g, book),
+            mutants_summary(g, book),
         ]
         for g in book.gaps
     ]
-    headers = ["id", "title", "component", "severity", "status", "origin", "last mutant run"]
+    headers = ["id", "title", "component", "severity", "status", "origin", "mutants killed"]
     out += [table(headers, rows) if rows else "No gaps filed yet.", ""]
     out.append(hidden_toctree([g.id for g in book.gaps]))
     return "\n".join(out) + "\n"
@@ -248,6 +259,7 @@ def report_page(book: Book) -> str:
         + ", ".join(code(p.rsplit("/", 1)[-1]) for p in bat["junit"])
         + ". See {ref}`reading-a-report` for what each number means.",
         "",
+        *(["```{warning}", stale, "```", ""] if (stale := book.stale_note()) else []),
         f"```{{rubric}} Grade: {grade}",
         f":class: grade grade-{GRADE_STYLE.get(grade, 'warning')}",
         "```",

@@ -64,6 +64,8 @@ def status(book: Book) -> str:
             f"Latest grade: {badge(style, rep['grade'])}, score {percent(rep['score'])} "
             f"({ref('falsification-report', 'report')}, {esc(rep['generated'][:10])})."
         )
+    if stale := book.stale_note():
+        grade += f" {badge('warning', 'stale')} {stale}"
     cuda = [r for r in book.results if r.device == "cuda"]
     gpu = (
         "GPU results: " + "; ".join(f"{esc(r.card)}, {esc(r.date)}" for r in cuda) + "."
