@@ -124,7 +124,7 @@ class PieceEncoder:
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         pieces = [PRETOKEN.findall(t) for t in texts]
-        new = list({p for ps in pieces for p in ps}.difference(self._ids))
+        new = list(set().union(*pieces) - self._ids.keys())
         if len(self._ids) + len(new) > _MAX_CACHED_PIECES:
             self._ids.clear()
         try:
