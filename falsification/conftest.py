@@ -6,8 +6,13 @@ and are skipped without one; the fast tier is everything not marked ``slow``.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+
+from albor.data import prepare
+from albor.data.synthetic import clean_repos, write_repos
 
 
 @pytest.fixture(scope="session")
@@ -29,3 +34,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def small_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A prepared data directory (vocab 300, seq_len 16) from a small synthetic corpus of 6 repos in ``../src``."""
+    root = tmp_path_factory.mktemp("small-data")
+    source = write_repos(root / "src", clean_repos(n_repos=6, files_per_repo=4))
+    return prepare(source, root / "data", vocab_size=300, seq_len=16, seed=0)

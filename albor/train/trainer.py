@@ -6,7 +6,7 @@ import json
 import math
 import shutil
 import time
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,11 +18,13 @@ from tqdm import tqdm
 
 from albor import checkpoint as ckpt
 from albor.crash import crash_point
-from albor.data import default_data_dir, load_windows, prepare
+from albor.data import default_data_dir, load_windows, prepare_config
 from albor.data.cursor import DataCursor
 from albor.eval.perplexity import evaluate_perplexity
 from albor.falsify import faults
+from albor.falsify.battery import card_name
 from albor.io import write_json_atomic, write_text_atomic
+from albor.kernels.host_copy import read_scalar
 from albor.model import Decoder
 from albor.ops import dispatch
 from albor.optim import accumulate, build_optimizer, clip_grad_norm, count_targets, lr_at
@@ -99,7 +101,10 @@ class Trainer:
         self.step = 0
         self.tokens_seen = 0
         self.best_val: float | None = None
+        self.last_val: float | None = None
         self.resumed_from: int | None = None
+        self._bar: tqdm | None = None
+        self._start = time.perf_counter()
         if resume:
             self._resume()
         elif ckpt.list_checkpoints(self.ckpt_root):
@@ -120,17 +125,16 @@ class Trainer:
         used = {}
         for op in dispatch.OPS:
             used[op] = dispatch.set_backend(
-                op, self.cfg.kernels.get(op, "reference"), allow_fallback=self.cfg.allow_kernel_fallback
+                op, self.cfg.kernels.get(op, "reference"), self.cfg.allow_kernel_fallback, self.device
             )
         return used
 
     def _prepare_data(self) -> Path:
         d = self.cfg.data
-        out = d.out or default_data_dir(d.vocab_size, d.seq_len, d.seed)
         if self.dist.main:
-            prepare(d.source, out, d.vocab_size, d.seq_len, d.seed, d.fim_rate)
+            prepare_config(d)
         distributed.barrier(self.dist)
-        return Path(out)
+        return Path(d.out) if d.out is not None else default_data_dir(d.vocab_size, d.seq_len, d.seed)
 
     # --- checkpoints -------------------------------------------------------------------------
 
@@ -197,8 +201,11 @@ class Trainer:
         w = w.to(self.device, non_blocking=True)
         return w[:, :-1], w[:, 1:]
 
+    def _autocast(self) -> AbstractContextManager:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
+
     def _loss_sum(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else nullcontext():
+        with self._autocast():
             return self.train_model(x, y, reduction="sum")
 
     def train_step(self) -> StepMetrics:
@@ -216,8 +223,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self.tokens_seen += self.tokens_per_step
-        loss_v = distributed.all_sum(self.dist, loss.item())
-        gn = grad_norm.item()
+        loss_v = distributed.all_sum(self.dist, read_scalar(loss))
+        gn = read_scalar(grad_norm)
         dt = time.perf_counter() - t0
         tok_s = self.tokens_per_step / dt
         mfu = tok_s * self.flops_per_token / (PEAK_TFLOPS * 1e12) if self.device.type == "cuda" else None
@@ -239,12 +246,7 @@ class Trainer:
     def evaluate(self) -> float:
         """val_ppl over the first ``eval_windows`` val windows (the same code as ``python -m albor.eval``)."""
         res = evaluate_perplexity(
-            self.model,
-            self.val_windows,
-            self.cfg.micro_batch,
-            self.device,
-            max_windows=self.cfg.eval_windows,
-            bf16=self.bf16,
+            self.model, self.val_windows, self.cfg.micro_batch, self.device, self.cfg.eval_windows, self.bf16
         )
         if self.dist.main:
             self._log(
@@ -256,52 +258,77 @@ class Trainer:
         with (self.run_dir / "metrics.jsonl").open("a") as f:
             f.write(json.dumps(record) + "\n")
 
-    def fit(self) -> dict[str, Any]:
-        """Train until ``optim.max_steps``; returns a summary of the run."""
-        cfg = self.cfg
+    def _begin(self) -> None:
+        if self._bar is not None:
+            return
         if self.dist.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(self.run_dir / "config.yaml", cfg.to_yaml())
-        bar = tqdm(
-            total=cfg.optim.max_steps, initial=self.step, disable=not self.dist.main, unit="step", dynamic_ncols=True
+            write_text_atomic(self.run_dir / "config.yaml", self.cfg.to_yaml())
+            write_json_atomic(self.run_dir / "run.json", self.metadata())
+        self._bar = tqdm(
+            total=self.cfg.optim.max_steps,
+            initial=self.step,
+            disable=not self.dist.main,
+            unit="step",
+            dynamic_ncols=True,
         )
-        start = time.perf_counter()
-        last_val = None
+        self._start = time.perf_counter()
         self.model.train()
-        while self.step < cfg.optim.max_steps:
+
+    def metadata(self) -> dict[str, Any]:
+        """Where and how this run trains: device, versions, kernels used and any kernel fallback."""
+        return {
+            "device": str(self.device),
+            "card": card_name(),
+            "torch": torch.__version__,
+            "world_size": self.dist.world,
+            "kernels": self.kernels,
+            "kernel_fallbacks": dispatch.fallbacks(),
+            "resumed_from": self.resumed_from,
+        }
+
+    def fit_steps(self, n: int) -> None:
+        """Run ``n`` more optimizer steps, with logging, evaluation, checkpoints and alerts."""
+        self._begin()
+        cfg = self.cfg
+        for _ in range(n):
             m = self.train_step()
             crash_point("step", m.step)
             if self.dist.main:
-                rec = {"kind": "train", **m.__dict__, "time": round(time.perf_counter() - start, 3)}
+                rec = {"kind": "train", **m.__dict__, "time": round(time.perf_counter() - self._start, 3)}
                 self._log({k: v for k, v in rec.items() if v is not None})
-                bar.update(1)
-                bar.set_postfix(
+                self._bar.update(1)
+                self._bar.set_postfix(
                     loss=f"{m.loss:.3f}", lr=f"{m.lr:.2e}", gn=f"{m.grad_norm:.2f}", tok_s=f"{m.tok_s:,.0f}"
                 )
             self._check_alerts(m)
             last = self.step == cfg.optim.max_steps
             saved = False
             if self.step % cfg.eval_every == 0 or last:
-                last_val = self.evaluate()
-                if self.best_val is None or last_val < self.best_val:
-                    self.best_val = last_val
+                self.last_val = self.evaluate()
+                if self.best_val is None or self.last_val < self.best_val:
+                    self.best_val = self.last_val
                     self.save()
                     saved = True
                     if self.dist.main:
                         ckpt.set_link(self.ckpt_root / "best", ckpt.step_dir_name(self.step))
             if not saved and (self.step % cfg.checkpoint_every == 0 or last):
                 self.save()
-        bar.close()
+
+    def fit(self) -> dict[str, Any]:
+        """Train until ``optim.max_steps``; returns a summary of the run."""
+        self.fit_steps(self.cfg.optim.max_steps - self.step)
+        if self._bar is not None:
+            self._bar.close()
         summary = {
             "run": str(self.run_dir),
             "steps": self.step,
             "tokens_seen": self.tokens_seen,
-            "val_loss": last_val,
-            "val_ppl": math.exp(last_val) if last_val is not None else None,
+            "val_loss": self.last_val,
+            "val_ppl": math.exp(self.last_val) if self.last_val is not None else None,
             "best_val_loss": self.best_val,
-            "wall_s": round(time.perf_counter() - start, 1),
-            "device": str(self.device),
-            "kernels": self.kernels,
+            "wall_s": round(time.perf_counter() - self._start, 1),
+            **self.metadata(),
         }
         if self.dist.main:
             write_json_atomic(self.run_dir / "summary.json", summary)

@@ -1,0 +1,118 @@
+"""Training throughput at the 350M shape: Albor's trainer step against the plain-PyTorch peer.
+
+Both run in this one process on the same GPU, compiled, bf16, fused AdamW, at each micro-batch.
+Albor's side is the real ``Trainer.train_step`` (schedule, token-weighted accumulation, global
+clipping, loss and grad-norm read back every step) on the real prepared corpus. Prints one JSON
+line per measurement and a table of ratios last.
+
+    python bench/throughput.py --data DIR --micro-bs 16 32 [--kernels triton] [--steps 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+import peer_plain_pytorch as peer
+
+from albor.train.config import load_config
+from albor.train.trainer import PEAK_TFLOPS, Trainer
+
+KERNEL_OPS = ("rmsnorm", "apply_rope", "swiglu", "linear_cross_entropy")
+
+
+def run_peer(micro_bs: int, steps: int) -> dict:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        peer.run(True, micro_bs, steps=steps)
+    torch.cuda.reset_peak_memory_stats()
+    return json.loads(out.getvalue().strip().splitlines()[-1])
+
+
+def run_albor(data: Path, micro_bs: int, steps: int, warmup: int, kernels: str, compile_model: bool) -> dict:
+    overrides = [
+        f"data.out={data}",
+        f"micro_batch={micro_bs}",
+        "grad_accum=1",
+        f"optim.max_steps={steps + warmup + 1}",
+        "optim.warmup_steps=1",
+        f"compile={str(compile_model).lower()}",
+        "name=bench",
+        "runs_dir=/tmp/albor-bench-runs",
+    ]
+    if kernels != "reference":
+        overrides.append("kernels={" + ", ".join(f"{op}: {kernels}" for op in KERNEL_OPS) + "}")
+    cfg = load_config("pretrain-350m", overrides)
+    torch.cuda.reset_peak_memory_stats()
+    trainer = Trainer(cfg)
+    trainer.model.train()
+    for _ in range(warmup):
+        trainer.train_step()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    losses = [trainer.train_step().loss for _ in range(steps)]
+    torch.cuda.synchronize()
+    dt = time.perf_counter() - t0
+    tok_s = trainer.tokens_per_step * steps / dt
+    result = {
+        "stack": f"albor-{kernels}",
+        "compile": compile_model,
+        "micro_bs": micro_bs,
+        "params": cfg.model.n_params(),
+        "tok_s": round(tok_s),
+        "mfu": round(tok_s * trainer.flops_per_token / (PEAK_TFLOPS * 1e12), 4),
+        "peak_mem_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+        "last_loss": round(losses[-1], 4),
+    }
+    del trainer
+    torch.cuda.empty_cache()
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, required=True, help="prepared data dir (vocab 32768, seq_len 1024)")
+    ap.add_argument("--micro-bs", type=int, nargs="+", default=[16, 32])
+    ap.add_argument("--kernels", nargs="+", default=["reference", "triton"], choices=["reference", "triton"])
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--warmup", type=int, default=8)
+    ap.add_argument("--out", type=Path, help="also write the JSON lines here")
+    args = ap.parse_args()
+    rows = []
+    for mb in args.micro_bs:
+        p = run_peer(mb, args.steps)
+        print(json.dumps(p), flush=True)
+        rows.append(p)
+        for k in args.kernels:
+            try:
+                a = run_albor(args.data, mb, args.steps, args.warmup, k, compile_model=True)
+            except Exception as e:  # a failed variant is a result to report, not a reason to lose the others
+                a = {"stack": f"albor-{k}", "micro_bs": mb, "error": repr(e)[:400]}
+            print(json.dumps(a), flush=True)
+            rows.append(a)
+    if args.out:
+        args.out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    print(f"\n{torch.cuda.get_device_name()}  torch {torch.__version__}")
+    print(f"{'stack':<22} {'mb':>3} {'tok/s':>9} {'MFU':>6} {'peak GiB':>9} {'× peer tok/s':>13} {'× peer mem':>11}")
+    for mb in args.micro_bs:
+        base = next(r for r in rows if r.get("micro_bs") == mb and r.get("stack", "").startswith("plain"))
+        for r in (r for r in rows if r.get("micro_bs") == mb):
+            if "error" in r:
+                print(f"{r['stack']:<22} {mb:>3}  error: {r['error'][:80]}")
+                continue
+            print(
+                f"{r['stack']:<22} {mb:>3} {r['tok_s']:>9,} {r['mfu']:>6.1%} {r['peak_mem_gb']:>9.2f} "
+                f"{r['tok_s'] / base['tok_s']:>13.3f} {r['peak_mem_gb'] / base['peak_mem_gb']:>11.3f}"
+            )
+
+
+if __name__ == "__main__":
+    main()

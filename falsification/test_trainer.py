@@ -1,0 +1,165 @@
+"""Falsifiers for the ``trainer`` contract (contracts/trainer.yaml): exact resume, alerts, the
+schedule/data check, checkpoint hygiene and the preflight gate, on the real training loop."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from albor import checkpoint as ckpt
+from albor.contracts.load import ROOT
+from albor.optim import lr_at
+from albor.train import preflight
+from albor.train.config import TrainConfig, build_config
+from albor.train.trainer import Trainer, TrainingAlert
+
+MAX_STEPS = 8
+
+
+def small_config(data: Path, runs: Path, **over: object) -> TrainConfig:
+    """A seconds-long run of a tiny decoder on the small prepared corpus."""
+    base = yaml.safe_load((Path(__file__).parent / "trainer-test.yaml").read_text())
+    base["data"] |= {"out": str(data), "source": str(data.parent / "src")}
+    base["runs_dir"] = str(runs)
+    return build_config(base, [f"{k}={json.dumps(v)}" for k, v in over.items()])
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _losses(run_dir: Path) -> list[tuple[int, float, float]]:
+    return [(m["step"], m["loss"], m["lr"]) for m in _metrics(run_dir) if m["kind"] == "train"]
+
+
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(run_dir / "checkpoints" / "latest" / "model.safetensors"))
+
+
+def _uninterrupted(cfg: TrainConfig) -> Path:
+    trainer = Trainer(cfg)
+    trainer.fit()
+    return trainer.run_dir
+
+
+def _assert_same_run(a: Path, b: Path) -> None:
+    assert _losses(a) == _losses(b), "per-step loss or lr trajectory differs"
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys()
+    for name in wa:
+        assert torch.equal(wa[name], wb[name]), f"final weight {name} differs"
+
+
+@pytest.mark.claim("TRAIN-001")
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+def test_resume_equals_uninterrupted(small_data: Path, tmp_path: Path, tied: bool) -> None:
+    over = {"model.tie_embeddings": tied}
+    ref = _uninterrupted(small_config(small_data, tmp_path / "ref", **over))
+
+    cfg = small_config(small_data, tmp_path / "cut", **over)
+    first = Trainer(cfg)
+    first.fit_steps(3)
+    first.save()
+    resumed = Trainer(cfg, resume=True)
+    assert resumed.step == 3, "resume must restore the step counter"
+    assert resumed.cursor.step == first.cursor.step
+    resumed.fit()
+    _assert_same_run(ref, resumed.run_dir)
+    assert [s for s, _, lr in _losses(resumed.run_dir)] == list(range(1, MAX_STEPS + 1))
+    assert all(lr == lr_at(s - 1, cfg.optim) for s, _, lr in _losses(resumed.run_dir))
+
+
+@pytest.mark.claim("TRAIN-002")
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["step", "checkpoint"])
+def test_sigkill_then_resume_is_bitwise_identical(small_data: Path, tmp_path: Path, point: str) -> None:
+    rng = random.Random(int(os.environ.get("ALBOR_KILL_SEED", "0")))
+    # checkpoint_every=2 in the test preset: a kill mid-write must hit a step that saves.
+    kill_at = rng.randrange(2, MAX_STEPS, 2) if point == "checkpoint" else rng.randrange(1, MAX_STEPS)
+    ref = _uninterrupted(small_config(small_data, tmp_path / "ref"))
+    cfg_path = tmp_path / "cut.yaml"
+    cfg_path.write_text(small_config(small_data, tmp_path / "cut").to_yaml())
+    cmd = [sys.executable, "-m", "albor.train", "--config", str(cfg_path), "--preflight", "off"]
+    env = {**os.environ, "ALBOR_CRASH_AT": f"{point}:{kill_at}"}
+    killed = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    assert killed.returncode == -9, f"expected SIGKILL at {point}:{kill_at}: {killed.stderr[-2000:]}"
+    resumed = subprocess.run([*cmd, "--resume"], cwd=ROOT, capture_output=True, text=True, check=False)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    _assert_same_run(ref, tmp_path / "cut" / "default")
+
+
+@pytest.mark.claim("TRAIN-003")
+def test_schedule_longer_than_data_refused(small_data: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"optim\.max_steps=100000 .*ALB-129"):
+        Trainer(small_config(small_data, tmp_path, **{"optim.max_steps": 100_000}))
+
+
+@pytest.mark.claim("TRAIN-004")
+def test_resume_never_resaves_the_resume_step(small_data: Path, tmp_path: Path) -> None:
+    cfg = small_config(small_data, tmp_path)
+    first = Trainer(cfg)
+    first.fit_steps(3)
+    saved = first.save()
+    before = (saved.stat().st_ino, (saved / "MANIFEST.json").read_text())
+    Trainer(cfg, resume=True).fit()
+    assert saved.is_dir(), "the resume step's checkpoint was removed"
+    assert (saved.stat().st_ino, (saved / "MANIFEST.json").read_text()) == before
+
+
+@pytest.mark.claim("TRAIN-005")
+@pytest.mark.parametrize("cause", ["nan", "grad_norm"])
+def test_alert_stops_with_final_checkpoint(small_data: Path, tmp_path: Path, cause: str) -> None:
+    over = {"alert_after": 0, "alert_grad_norm": 1e-6} if cause == "grad_norm" else {}
+    trainer = Trainer(small_config(small_data, tmp_path, **over))
+    if cause == "nan":
+        with torch.no_grad():
+            trainer.model.norm.fill_(float("nan"))
+    with pytest.raises(TrainingAlert, match="non-finite" if cause == "nan" else "grad norm"):
+        trainer.fit()
+    assert ckpt.list_checkpoints(trainer.ckpt_root)[-1].name == ckpt.step_dir_name(1)
+
+
+@pytest.mark.claim("TRAIN-006")
+def test_preflight_failure_refuses_and_names_claims(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = preflight.run_battery
+    monkeypatch.setattr(preflight, "run_battery", lambda out, fast: real(out, fast, ["falsification/test_rope.py"]))
+    monkeypatch.setenv("ALBOR_FAULTS", "rope_disabled")
+    with pytest.raises(preflight.PreflightFailed, match="ROPE-00"):
+        preflight.run_preflight(tmp_path, enabled=True)
+    record = json.loads((tmp_path / "preflight.json").read_text())
+    assert record["status"] == "failed" and "ROPE-004" in record["failed_claims"]
+    monkeypatch.delenv("ALBOR_FAULTS")
+    with pytest.warns(UserWarning, match="NOT checked"):
+        preflight.run_preflight(tmp_path, enabled=False)
+    assert json.loads((tmp_path / "preflight.json").read_text())["status"] == "skipped"
+
+
+@pytest.mark.claim("TRAIN-007")
+@pytest.mark.slow
+def test_two_ranks_equal_one_rank_accumulating(small_data: Path, tmp_path: Path) -> None:
+    one = tmp_path / "one.yaml"
+    one.write_text(small_config(small_data, tmp_path / "one", micro_batch=2, grad_accum=2).to_yaml())
+    two = tmp_path / "two.yaml"
+    two.write_text(small_config(small_data, tmp_path / "two", micro_batch=2, grad_accum=1).to_yaml())
+    base = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    for nproc, cfg in ((1, one), (2, two)):
+        cmd = [*base, f"--nproc_per_node={nproc}", "-m", "albor.train", "--config", str(cfg), "--preflight", "off"]
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = _losses(tmp_path / "one" / "default"), _losses(tmp_path / "two" / "default")
+    assert [s for s, _, _ in a] == [s for s, _, _ in b]
+    for (_, la, _), (_, lb, _) in zip(a, b, strict=True):
+        assert abs(la - lb) <= 1e-5 * abs(la)
+    wa, wb = _weights(tmp_path / "one" / "default"), _weights(tmp_path / "two" / "default")
+    for name in wa:
+        assert torch.allclose(wa[name], wb[name], rtol=1e-4, atol=1e-6), name
