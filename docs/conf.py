@@ -8,7 +8,7 @@ project = "Albor"
 author = "the Albor authors"
 copyright = "Albor authors, Apache-2.0"
 
-extensions = ["myst_parser", "sphinx.ext.mathjax", "sphinx-mathjax-offline"]
+extensions = ["myst_parser", "sphinx.ext.mathjax", "sphinx-mathjax-offline", "albor.spec.sphinx_ext"]
 myst_enable_extensions = ["dollarmath", "amsmath", "attrs_inline", "colon_fence"]
 myst_heading_anchors = 3
 

@@ -21,6 +21,7 @@ from albor.spec.layout import Layout
 from albor.spec.myst import esc
 from albor.spec.results import ResultSet, falsifier_result
 from albor.spec.runs import read_metrics
+from albor.spec.sphinx_ext import add_break_points
 
 REPO = Path(__file__).resolve().parents[1]
 # The parent's JUnit reader maps classnames to files of this repository, so the fixture borrows the
@@ -149,6 +150,13 @@ def tree(tmp_path: Path) -> Path:
 def test_esc_renders_as_the_literal_text(text: str) -> None:
     rendered = MarkdownIt("commonmark").renderInline(esc(text))
     assert html.unescape(rendered) == " ".join(text.split())
+
+
+def test_node_ids_may_wrap_at_separators_and_copy_unchanged() -> None:
+    page = '<code><span class="pre">falsification/test_x.py::test_a_b</span></code> a_b'
+    out = add_break_points(page)
+    assert out.count("<wbr>") == 5 and out.endswith("</code> a_b")
+    assert out.replace("<wbr>", "") == page
 
 
 def test_falsifier_result_counts_parametrized_cases() -> None:

@@ -35,7 +35,7 @@ def target(label: str) -> str:
 
 def badge(status: str, text: str | None = None) -> str:
     """A status word styled by the book's CSS (``.status-passed``, ``.status-failed`` …)."""
-    return f"[{esc(text or status)}]{{.status-{status}}}"
+    return f"[{esc(text or status.replace('-', ' '))}]{{.status-{status}}}"
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 from albor.contracts.schema import Contract
@@ -25,6 +26,11 @@ def when(iso: str) -> str:
     except ValueError:
         return iso
     return t.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def first_sentence(text: str) -> str:
+    """The text up to its first full stop that ends a sentence."""
+    return re.split(r"(?<=[.!?])\s+(?=[A-Z`])", " ".join(text.split()), maxsplit=1)[0]
 
 
 def contract_label(component: str) -> str:
@@ -160,7 +166,14 @@ def contracts_index(book: Book) -> str:
             ok = sum(r.status == "passed" for r in res)
             status = "failed" if any(r.status == "failed" for r in res) else "passed" if ok == len(res) else "not-run"
             summary.append(badge(status, f"{ok}/{len(res)} passed"))
-        rows.append([ref(contract_label(c.component), c.component), esc(c.summary), str(len(c.obligations)), *summary])
+        rows.append(
+            [
+                ref(contract_label(c.component), c.component),
+                esc(first_sentence(c.summary)),
+                str(len(c.obligations)),
+                *summary,
+            ]
+        )
     headers = ["contract", "summary", "obligations", *(esc(f"falsifiers, {r.label}") for r in book.results)]
     out += [table(headers, rows) if rows else "No contracts yet.", "", sources_note(book.results), ""]
     out.append(hidden_toctree(list(book.contracts)))

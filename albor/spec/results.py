@@ -52,7 +52,8 @@ class FalsifierResult:
     @property
     def text(self) -> str:
         """``passed``, ``passed 3/3``, ``failed 1/3, 2 skipped`` …: cases passed of those that ran."""
-        text = f"{self.status} {self.passed}/{self.ran}" if self.ran > 1 else self.status
+        word = self.status.replace("-", " ")
+        text = f"{word} {self.passed}/{self.ran}" if self.ran > 1 else word
         return f"{text}, {self.skipped} skipped" if self.skipped and self.ran else text
 
 
