@@ -6,6 +6,7 @@ import html
 import json
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,8 @@ from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 
 from albor.falsify.faults import Fault
-from albor.spec.build import sphinx_html
+from albor.spec import build as build_module
+from albor.spec.build import refresh_results, sphinx_html
 from albor.spec.generate import DanglingError, generate
 from albor.spec.layout import Layout
 from albor.spec.myst import esc
@@ -260,6 +262,19 @@ def test_unregistered_and_orphan_faults_fail(tree: Path) -> None:
     msg = str(e.value)
     assert "gaps/ALB-201.yaml: fault 'demo_fault' is not registered" in msg
     assert "fault 'other' names ALB-999, but gaps/ALB-999.yaml does not exist" in msg
+
+
+def test_build_refreshes_battery_mutants_and_report_first(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[list[str]] = []
+
+    def fake_run(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess:
+        calls.append(cmd[3:])
+        return subprocess.CompletedProcess(cmd, 1 if cmd[3] == "battery" else 0)
+
+    monkeypatch.setattr(build_module.subprocess, "run", fake_run)
+    refresh_results(Layout(tree))
+    junit = str(Layout(tree).local_results / "junit-cpu.xml")
+    assert calls == [["battery"], ["mutants"], ["report", "--junit", junit]], "a failing battery still gets a report"
 
 
 def test_sphinx_builds_the_book_without_warnings(tree: Path) -> None:
