@@ -82,18 +82,18 @@ def test_epoch_boundaries(n: int, batch: int, world: int) -> None:
 
 
 @pytest.mark.claim("CUR-004")
-@pytest.mark.parametrize(("n", "batch", "world"), [(50, 3, 4), (64, 8, 2), (9, 1, 3), (101, 7, 5)])
-def test_rank_partition(n: int, batch: int, world: int) -> None:
-    cursors = [DataCursor(n, batch, 3, r, world) for r in range(world)]
+@given(layout=LAYOUTS)
+def test_rank_partition(layout: tuple[int, int, int, int]) -> None:
+    extra, batch, world, seed = layout
+    n = batch * world + extra
+    cursors = [DataCursor(n, batch, seed, r, world) for r in range(world)]
     per_epoch = cursors[0].batches_per_epoch
     covered: list[int] = []
     for _ in range(per_epoch):
-        slices = [c.next_batch() for c in cursors]
-        merged = np.concatenate(slices)
+        merged = np.concatenate([c.next_batch() for c in cursors])
         assert len(set(merged.tolist())) == batch * world, "ranks share windows within a global batch"
         covered += merged.tolist()
-    dropped = n - per_epoch * batch * world
-    assert len(set(covered)) == len(covered) == n - dropped
+    assert len(set(covered)) == len(covered) == per_epoch * batch * world == n - n % (batch * world)
     assert set(covered) <= set(range(n))
 
 

@@ -25,7 +25,7 @@ def epoch_order(n_windows: int, seed: int, epoch: int) -> np.ndarray:
     return _permutation(n_windows, seed, epoch)
 
 
-@lru_cache(maxsize=4)
+@lru_cache(maxsize=2)  # this epoch's order and the next one's
 def _permutation(n_windows: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n_windows)
 

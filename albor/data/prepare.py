@@ -43,7 +43,10 @@ def cached(cfg: DataConfig, out: Path) -> Manifest | None:
     except ValueError as e:
         print(f"rebuilding {out}: {e}")
         return None
-    return manifest if manifest.config == cfg.fingerprint_fields() else None
+    if manifest.config != cfg.fingerprint_fields():
+        print(f"rebuilding {out}: it was built with another configuration")
+        return None
+    return manifest
 
 
 def summary(manifest: Manifest, seconds: dict[str, float], stage_bytes: dict[str, int] | None = None) -> str:
