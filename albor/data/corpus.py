@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from albor.data import dedup
 from albor.data.config import DataConfig
-from albor.data.files import parallel_map, sha256_file, sha256_json, staged_dir, write_parquet
+from albor.data.files import byte_chunks, parallel_map, sha256_file, sha256_json, staged_dir, write_parquet
 from albor.data.filters import FileStats, drop_reason, file_stats
 from albor.data.schema import CORPUS_SCHEMA
 from albor.data.sources import Harvest, SourceFile, harvest
@@ -145,16 +145,11 @@ def _table(rows: list[tuple[SourceFile, Analysed]]) -> pa.Table:
 
 def _write_split(rows: list[tuple[SourceFile, Analysed]], split: Split, directory: Path) -> list[dict[str, Any]]:
     shards: list[dict[str, Any]] = []
-    start = 0
-    while start < len(rows):
-        end, nbytes = start, 0
-        while end < len(rows) and (end == start or nbytes + rows[end][1].nbytes <= SHARD_BYTES):
-            nbytes += rows[end][1].nbytes
-            end += 1
-        name = f"{split}-{len(shards):05d}.parquet"
-        digest = write_parquet(_table(rows[start:end]), directory / name)
-        shards.append({"file": name, "sha256": digest, "rows": end - start, "bytes": nbytes})
-        start = end
+    for k, chunk in enumerate(byte_chunks([a.nbytes for _, a in rows], SHARD_BYTES)):
+        part = rows[chunk.start : chunk.stop]
+        name = f"{split}-{k:05d}.parquet"
+        digest = write_parquet(_table(part), directory / name)
+        shards.append({"file": name, "sha256": digest, "rows": len(part), "bytes": sum(a.nbytes for _, a in part)})
     return shards
 
 

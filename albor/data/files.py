@@ -72,6 +72,20 @@ def staged_dir(final: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def byte_chunks(sizes: Sequence[int], limit: int) -> list[range]:
+    """Consecutive index ranges whose sizes add up to about ``limit`` (each holds one item at least)."""
+    chunks: list[range] = []
+    start, total = 0, 0
+    for i, n in enumerate(sizes):
+        if i > start and total + n > limit:
+            chunks.append(range(start, i))
+            start, total = i, 0
+        total += n
+    if start < len(sizes):
+        chunks.append(range(start, len(sizes)))
+    return chunks
+
+
 def n_workers() -> int:
     """The cores this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -20,7 +20,7 @@ from tokenizers import Tokenizer
 
 from albor.data.config import DataConfig
 from albor.data.corpus import SPLITS, Split, corpus_sha256, read_corpus
-from albor.data.files import parallel_map, sha256_file, staged_dir, write_parquet
+from albor.data.files import byte_chunks, parallel_map, sha256_file, staged_dir, write_parquet
 from albor.data.fim import Part, fim_transform
 from albor.data.tokenizer import (
     EOS,
@@ -119,18 +119,12 @@ def tokenize_documents(tok: Tokenizer, docs: Sequence[str], cfg: DataConfig, des
     Runs on every core, a chunk of documents per task.
     """
     sizes = [len(d.encode()) for d in docs]
-    chunks: list[list[str]] = [[]]
-    chunk_sizes = [0]
-    for d, n in zip(docs, sizes, strict=True):
-        if chunk_sizes[-1] >= _CHUNK_BYTES:
-            chunks.append([])
-            chunk_sizes.append(0)
-        chunks[-1].append(d)
-        chunk_sizes[-1] += n
-    streams = parallel_map(
-        partial(_tokenize_chunk, cfg=cfg), chunks, chunk_sizes, desc, _start_encoder, (tok.to_str(),)
-    )
-    return np.concatenate(streams)
+    ranges = byte_chunks(sizes, _CHUNK_BYTES)
+    chunks = [list(docs[r.start : r.stop]) for r in ranges]
+    chunk_bytes = [sum(sizes[i] for i in r) for r in ranges]
+    work = partial(_tokenize_chunk, cfg=cfg)
+    streams = parallel_map(work, chunks, chunk_bytes, desc, _start_encoder, (tok.to_str(),))
+    return np.concatenate(streams) if streams else np.zeros(0, dtype=token_dtype(cfg.vocab_size))
 
 
 def pack_windows(stream: np.ndarray, seq_len: int) -> tuple[np.ndarray, np.ndarray]:
