@@ -88,10 +88,6 @@ class CorpusReport:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> CorpusReport:
-        return cls(**d)
-
     def format(self) -> str:
         """The report as text: stages, drops with reasons, licences, split sizes."""
         mb = 1e6
@@ -221,11 +217,6 @@ def _meta(out: Path) -> dict[str, Any]:
 def corpus_sha256(out: Path) -> str:
     """One hash for the whole corpus: sha256 of its shard list with each shard's sha256."""
     return sha256_json(_meta(out)["shards"])
-
-
-def corpus_report(out: Path) -> CorpusReport:
-    """The report stored by the corpus stage."""
-    return CorpusReport.from_json(_meta(out)["report"])
 
 
 def read_corpus(out: Path, split: Split) -> list[str]:

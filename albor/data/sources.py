@@ -55,24 +55,31 @@ class Harvest:
     """The files a source offers after the licence policy and the byte cap, and what was left out."""
 
     description: str
+    policy: str
+    budget: int  # source bytes still admitted under max_source_bytes
     files: list[SourceFile] = field(default_factory=list)
     licenses: dict[str, LicenseTally] = field(default_factory=dict)
     capped_files: int = 0
     capped_bytes: int = 0
 
-    def admit(self, f: SourceFile, cfg: DataConfig, budget: list[int]) -> None:
-        """Count ``f`` under its licence; keep it when the policy allows and the byte budget has room."""
-        kept = cfg.license_policy == "any" or is_permissive(f.license)
-        tally = self.licenses.setdefault(f.license, LicenseTally(kept))
+    def allows(self, license: str) -> bool:
+        return self.policy == "any" or is_permissive(license)
+
+    def count(self, f: SourceFile, n_files: int = 1) -> None:
+        tally = self.licenses.setdefault(f.license, LicenseTally(self.allows(f.license)))
         tally.repos.add(f.repo_name)
-        tally.files += 1
-        if not kept:
+        tally.files += n_files
+
+    def admit(self, f: SourceFile) -> None:
+        """Count ``f`` under its licence; keep it when the policy allows and the byte budget has room."""
+        self.count(f)
+        if not self.allows(f.license):
             return
-        if budget[0] < f.size:
+        if self.budget < f.size:
             self.capped_files += 1
             self.capped_bytes += f.size
             return
-        budget[0] -= f.size
+        self.budget -= f.size
         self.files.append(f)
 
 
@@ -136,32 +143,26 @@ def distribution_files() -> list[list[SourceFile]]:
     return sorted(dists, key=lambda fs: (sum(f.size for f in fs), fs[0].repo_name))
 
 
-def _default(cfg: DataConfig, budget: list[int]) -> Harvest:
-    v = sys.version_info
-    h = Harvest(f"the Python {v.major}.{v.minor} standard library and installed distributions")
+def _default(h: Harvest) -> Harvest:
     for f in stdlib_files():
-        h.admit(f, cfg, budget)
+        h.admit(f)
     for files in distribution_files():
         whole = sum(f.size for f in files)
-        kept = cfg.license_policy == "any" or is_permissive(files[0].license)
-        if kept and whole > budget[0]:  # whole distributions only, so the split can keep each one whole
-            tally = h.licenses.setdefault(files[0].license, LicenseTally(True))
-            tally.repos.add(files[0].repo_name)
-            tally.files += len(files)
+        if h.allows(files[0].license) and whole > h.budget:  # whole distributions only, as the split keeps them
+            h.count(files[0], len(files))
             h.capped_files += len(files)
             h.capped_bytes += whole
             continue
         for f in files:
-            h.admit(f, cfg, budget)
+            h.admit(f)
     return h
 
 
-def _folder(root: Path, cfg: DataConfig, budget: list[int]) -> Harvest:
+def _folder(root: Path, h: Harvest) -> Harvest:
     """Each top-level subfolder is a repository named ``<folder>/<subfolder>``; loose files belong to ``<folder>``.
 
     A repository's licence is read from its LICENSE/COPYING file, else from the folder's, else unknown.
     """
-    h = Harvest(f"the folder {root}")
     licenses: dict[Path, str] = {}
 
     def license_of(d: Path) -> str:
@@ -175,18 +176,15 @@ def _folder(root: Path, cfg: DataConfig, budget: list[int]) -> Harvest:
 
     for p in _walk_py(root):
         rel = p.relative_to(root).parts
-        repo_dir = root / rel[0] if len(rel) > 1 else root
-        repo = f"{root.name}/{rel[0]}" if len(rel) > 1 else root.name
+        nested = len(rel) > 1
+        repo_dir, repo = (root / rel[0], f"{root.name}/{rel[0]}") if nested else (root, root.name)
         size = _size(p)
         if size is not None:
-            h.admit(
-                SourceFile(repo, "/".join(rel[1:] if len(rel) > 1 else rel), license_of(repo_dir), size, p), cfg, budget
-            )
+            h.admit(SourceFile(repo, "/".join(rel[1:] if nested else rel), license_of(repo_dir), size, p))
     return h
 
 
-def _parquet(paths: list[Path], cfg: DataConfig, budget: list[int], where: Path) -> Harvest:
-    h = Harvest(f"codeparrot-clean Parquet at {where}")
+def _parquet(paths: list[Path], h: Harvest) -> Harvest:
     columns = ["repo_name", "path", "copies", "license", "content"]
     for path in paths:
         try:
@@ -201,7 +199,7 @@ def _parquet(paths: list[Path], cfg: DataConfig, budget: list[int], where: Path)
                         rows["repo_name"][i], rows["path"][i], lic, size or 0,
                         content=rows["content"][i] or "", copies=rows["copies"][i] or "1",
                     )  # fmt: skip
-                    h.admit(f, cfg, budget)
+                    h.admit(f)
         except (OSError, pa.ArrowException) as e:
             raise ValueError(f"{path}: cannot read Parquet: {e}") from e
     return h
@@ -209,13 +207,20 @@ def _parquet(paths: list[Path], cfg: DataConfig, budget: list[int], where: Path)
 
 def harvest(cfg: DataConfig) -> Harvest:
     """The files ``cfg.source`` offers, in a fixed order, after the licence policy and ``max_source_bytes``."""
-    budget = [cfg.max_source_bytes if cfg.max_source_bytes is not None else sys.maxsize]
+    budget = cfg.max_source_bytes if cfg.max_source_bytes is not None else sys.maxsize
+
+    def start(description: str) -> Harvest:
+        return Harvest(description, cfg.license_policy, budget)
+
     if cfg.source is None:
-        return _default(cfg, budget)
+        v = sys.version_info
+        return _default(start(f"the Python {v.major}.{v.minor} standard library and installed distributions"))
     src = Path(cfg.source).expanduser()
     if src.is_file() and src.suffix == ".parquet":
-        return _parquet([src], cfg, budget, src)
+        return _parquet([src], start(f"codeparrot-clean Parquet at {src}"))
     if src.is_dir():
         parquet = sorted(src.glob("*.parquet"))
-        return _parquet(parquet, cfg, budget, src) if parquet else _folder(src, cfg, budget)
+        if parquet:
+            return _parquet(parquet, start(f"codeparrot-clean Parquet at {src}"))
+        return _folder(src, start(f"the folder {src}"))
     raise ValueError(f"source: {cfg.source!r} is neither a folder nor a .parquet file")
