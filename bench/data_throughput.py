@@ -28,7 +28,7 @@ from albor.data.config import DataConfig
 from albor.data.corpus import build_corpus, read_corpus
 from albor.data.files import n_workers
 from albor.data.fim import fim_transform
-from albor.data.pack import pack
+from albor.data.packing import pack
 from albor.data.tokenizer import PieceEncoder, build_tokenizer, load_tokenizer
 
 

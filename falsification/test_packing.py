@@ -14,7 +14,7 @@ from albor.data import load_manifest, load_windows, prepare
 from albor.data.config import DataConfig
 from albor.data.corpus import corpus_dir, read_corpus
 from albor.data.fim import fim_invert, parts_from_ids
-from albor.data.pack import MANIFEST, document_order, pack, pack_windows, tokenize_documents
+from albor.data.packing import MANIFEST, document_order, pack, pack_windows, tokenize_documents
 from albor.data.synthetic import TRICKY, clean_repos, tiny_tokenizer, write_repos
 from albor.data.tokenizer import EOS, decode, load_tokenizer, save_tokenizer
 

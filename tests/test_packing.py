@@ -10,7 +10,7 @@ import pytest
 
 from albor.data import default_data_dir, load_windows, prepare
 from albor.data.__main__ import main
-from albor.data.pack import MANIFEST, document_order, pack_windows, token_dtype
+from albor.data.packing import MANIFEST, document_order, pack_windows, token_dtype
 from albor.data.synthetic import clean_repos, write_repos
 
 

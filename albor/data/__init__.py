@@ -4,7 +4,7 @@
 """
 
 from albor.data.config import DataConfig
-from albor.data.pack import load_manifest, load_windows
+from albor.data.packing import load_manifest, load_windows
 from albor.data.prepare import default_data_dir, prepare, prepare_config
 from albor.data.tokenizer import load_tokenizer, tokenizer_sha256
 

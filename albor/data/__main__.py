@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from albor.data.config import DataConfig
 from albor.data.corpus import build_corpus
-from albor.data.pack import pack
+from albor.data.packing import pack
 from albor.data.prepare import default_data_dir, prepare_config, summary
 from albor.data.tokenizer import build_tokenizer
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from albor.data.config import DataConfig
 from albor.data.corpus import build_corpus
-from albor.data.pack import MANIFEST, Manifest, pack, verify
+from albor.data.packing import MANIFEST, Manifest, pack, verify
 from albor.data.tokenizer import build_tokenizer
 
 
