@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import IO, Literal
 
 Mode = Literal["namespaces", "guard"]
 MODES: tuple[Mode, ...] = ("namespaces", "guard")
@@ -82,11 +82,10 @@ class Result:
         return self.outcome == "passed"
 
 
-def _tail(f: object) -> str:
-    f.seek(0, os.SEEK_END)  # type: ignore[attr-defined]
-    size = f.tell()  # type: ignore[attr-defined]
-    f.seek(max(0, size - TAIL_BYTES))  # type: ignore[attr-defined]
-    return f.read().decode("utf-8", "replace")  # type: ignore[attr-defined]
+def _tail(f: IO[bytes]) -> str:
+    size = f.seek(0, os.SEEK_END)
+    f.seek(max(0, size - TAIL_BYTES))
+    return f.read().decode("utf-8", "replace")
 
 
 def _read_status(fd: int, nonce: str) -> list[tuple[str, str]]:

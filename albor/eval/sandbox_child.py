@@ -162,7 +162,7 @@ def _install_guard(workdir: str) -> None:
     """Audit hook for ``guard`` mode: refuse what the namespaces would have contained."""
     root = os.path.realpath(workdir)
     refused_prefixes = ("socket.", "ctypes.", "subprocess.", "os.exec", "os.spawn", "os.posix_spawn", "os.fork")
-    refused = {"os.system", "os.forkpty", "os.kill", "os.killpg", "signal.pthread_kill", "pty.spawn"}
+    refused = {"os.system", "os.kill", "os.killpg", "signal.pthread_kill", "pty.spawn"}
     path_events = {
         "os.remove",
         "os.rmdir",
