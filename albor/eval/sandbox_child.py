@@ -7,10 +7,12 @@ the harness chose: ``started`` once the confinement is in place, then the progra
 program can exit early or die before it reports; that is why the harness never takes silence for a
 pass.
 
-``namespaces`` mode: new mount, network, PID, IPC and UTS namespaces. The launcher (pid 1 of nothing)
-waits for the namespace's init, which makes the whole file tree read-only, mounts a size-capped
-tmpfs over the work dir and a fresh /proc, then forks the program process and reaps. When the init
-exits the kernel kills everything left in the PID namespace, so no descendant outlives a run.
+``namespaces`` mode: new mount, network, PID, IPC and UTS namespaces. The launcher (outside the PID
+namespace) waits for the namespace's init, which makes the whole file tree read-only, mounts a
+size-capped tmpfs over the work dir and a fresh /proc, then forks the program process and reaps.
+When the init exits the kernel kills everything left in the PID namespace, so no descendant
+outlives a run; the launcher enforces the wall-time limit by killing the init, and exits only after
+the namespace is empty.
 
 ``guard`` mode (where the kernel refuses namespaces): an audit hook, installed before the program's
 first line, refuses sockets, process creation, signals, ctypes and writes outside the work dir.
@@ -23,6 +25,7 @@ import ctypes
 import marshal
 import os
 import resource
+import select
 import sys
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
@@ -65,6 +68,21 @@ def _wait_for(pid: int) -> int:
             return status
 
 
+def _wait_for_init(init: int, cfg: dict) -> int:
+    """The launcher's wait, with the wall-time limit: past it, kill the namespace's init.
+
+    The init's exit kills every process left in its PID namespace and completes only once they are
+    gone, so when this returns nothing the program started is still alive.
+    """
+    pidfd = os.pidfd_open(init)
+    if not select.select([pidfd], [], [], cfg["wall_s"])[0]:
+        os.kill(init, SIGKILL)
+        os.waitpid(init, 0)
+        _report(cfg, "timed out", f"wall time over {cfg['wall_s']} s")
+        os._exit(0)
+    return os.waitpid(init, 0)[1]
+
+
 def _enter_namespaces(cfg: dict) -> None:
     """Returns only in the program process, pid 2 of a fresh PID namespace."""
     flags = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
@@ -73,7 +91,7 @@ def _enter_namespaces(cfg: dict) -> None:
     _call("make / private", _libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None))
     init = os.fork()
     if init:
-        _exit_as(_wait_for(init))
+        _exit_as(_wait_for_init(init, cfg))
     _libc.prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0)
     _bind_stdlib(cfg["stdlib_mount"])
     attr = (ctypes.c_uint64 * 4)(MOUNT_ATTR_RDONLY, 0, 0, 0)
