@@ -96,7 +96,9 @@ def test_cli_matches_trainer_eval(small_data: Path, tmp_path: Path, capsys) -> N
     assert out["checkpoint"].endswith(f"step-{logged['step']:08d}")
     assert (out["val_loss"], out["val_ppl"], out["tokens"]) == (logged["val_loss"], logged["val_ppl"], logged["tokens"])
 
-    assert eval_cli.main(["perplexity", "--checkpoint", out["checkpoint"], "--max-windows", "all"]) == 0
+    assert (
+        eval_cli.main(["perplexity", "--checkpoint", out["checkpoint"], "--max-windows", "all", "--device", "cpu"]) == 0
+    )
     whole = evaluate_perplexity(load(Path(out["checkpoint"]), "cpu").model, load_windows(small_data, "val"), 3, "cpu")
     assert json.loads(capsys.readouterr().out)["val_loss"] == whole.loss
 
