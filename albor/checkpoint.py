@@ -26,6 +26,7 @@ from torch import nn
 
 from albor.config import ModelConfig
 from albor.crash import crash_point
+from albor.data.tokenizer import load_tokenizer
 from albor.falsify import faults
 from albor.io import fsync_dir, write_json_atomic
 from albor.model import Decoder
@@ -204,7 +205,7 @@ def load_for_inference(path: Path, device: torch.device | str = "cpu") -> Infere
     data_dir = state.get("data_dir")
     return Inference(
         model=model.to(device).eval(),
-        tokenizer=Tokenizer.from_file(str(ckpt / "tokenizer.json")),
+        tokenizer=load_tokenizer(ckpt / "tokenizer.json"),
         model_config=model_cfg,
         data_dir=Path(data_dir) if data_dir else None,
         path=ckpt,

@@ -119,7 +119,7 @@ def accumulate(
         n_targets = sum(count_targets(y) for _, y in micro_batches)
     if n_targets <= 0:
         raise ValueError("the step has no targets to learn from")
-    total = torch.zeros(())
+    total: torch.Tensor | None = None
     for i, (x, y) in enumerate(micro_batches):
         if faults.active("grad_accum_not_written"):
             for p in params:
@@ -128,5 +128,7 @@ def accumulate(
         with nullcontext() if last or no_sync is None else no_sync():
             loss = loss_sum(x, y) / n_targets
             (loss * grad_scale).backward()
-        total = total.to(loss.device) + loss.detach()
+        # Summed on the device: a host tensor here would force a copy that waits for the backward.
+        total = loss.detach() if total is None else total + loss.detach()
+    assert total is not None
     return total

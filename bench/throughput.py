@@ -5,7 +5,7 @@ Albor's side is the real ``Trainer.train_step`` (schedule, token-weighted accumu
 clipping, loss and grad-norm read back every step) on the real prepared corpus. Prints one JSON
 line per measurement and a table of ratios last.
 
-    python bench/throughput.py --data DIR --micro-bs 16 32 [--kernels triton] [--steps 30]
+    python bench/throughput.py --micro-bs 16 32 [--kernels reference triton] [--steps 30] [field=value ...]
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ def run_peer(micro_bs: int, steps: int) -> dict:
     return json.loads(out.getvalue().strip().splitlines()[-1])
 
 
-def run_albor(data: Path, micro_bs: int, steps: int, warmup: int, kernels: str, compile_model: bool) -> dict:
+def run_albor(overrides: list[str], micro_bs: int, steps: int, warmup: int, kernels: str, compile_model: bool) -> dict:
     overrides = [
-        f"data.out={data}",
+        *overrides,
         f"micro_batch={micro_bs}",
         "grad_accum=1",
         f"optim.max_steps={steps + warmup + 1}",
@@ -79,7 +79,7 @@ def run_albor(data: Path, micro_bs: int, steps: int, warmup: int, kernels: str, 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, required=True, help="prepared data dir (vocab 32768, seq_len 1024)")
+    ap.add_argument("overrides", nargs="*", help="pretrain-350m config overrides, e.g. data.out=DIR")
     ap.add_argument("--micro-bs", type=int, nargs="+", default=[16, 32])
     ap.add_argument("--kernels", nargs="+", default=["reference", "triton"], choices=["reference", "triton"])
     ap.add_argument("--steps", type=int, default=30)
@@ -93,7 +93,7 @@ def main() -> None:
         rows.append(p)
         for k in args.kernels:
             try:
-                a = run_albor(args.data, mb, args.steps, args.warmup, k, compile_model=True)
+                a = run_albor(args.overrides, mb, args.steps, args.warmup, k, compile_model=True)
             except Exception as e:  # a failed variant is a result to report, not a reason to lose the others
                 a = {"stack": f"albor-{k}", "micro_bs": mb, "error": repr(e)[:400]}
             print(json.dumps(a), flush=True)

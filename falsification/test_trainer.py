@@ -133,6 +133,7 @@ def test_alert_stops_with_final_checkpoint(small_data: Path, tmp_path: Path, cau
 def test_preflight_failure_refuses_and_names_claims(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real = preflight.run_battery
     monkeypatch.setattr(preflight, "run_battery", lambda out, fast: real(out, fast, ["falsification/test_rope.py"]))
+    # The narrowed battery must not include this module, or it would start itself again.
     monkeypatch.setenv("ALBOR_FAULTS", "rope_disabled")
     with pytest.raises(preflight.PreflightFailed, match="ROPE-00"):
         preflight.run_preflight(tmp_path, enabled=True)

@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("battery", help="run pytest falsification/ and record card, date and results")
     b.add_argument("--out", type=Path, default=LOCAL_RESULTS)
     b.add_argument("--all", action="store_true", help="include tests marked slow")
+    b.add_argument("pytest_args", nargs="*", help="passed on to pytest (after --)")
     m = sub.add_parser("mutants", help="run each gap's falsifiers with its fault on; all must be killed")
     m.add_argument("--json", type=Path, default=MUTANTS_JSON)
     r = sub.add_parser("report", help="write the graded report (runs the battery and mutants if not given)")
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", type=Path, default=LOCAL_RESULTS / "report.json")
     args = parser.parse_args(argv)
     if args.command == "battery":
-        xml = run_battery(args.out, fast=not args.all)
+        xml = run_battery(args.out, fast=not args.all, extra=args.pytest_args)
         return json.loads(xml.with_suffix(".json").read_text())["exit_code"]
     return _mutants(args) if args.command == "mutants" else _report(args)
 

@@ -33,8 +33,10 @@ def card_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def run_battery(out_dir: Path = LOCAL_RESULTS, fast: bool = True, extra: list[str] | None = None) -> Path:
-    """Run ``pytest falsification/`` (the fast tier unless ``fast`` is False) into ``out_dir``.
+def run_battery(
+    out_dir: Path = LOCAL_RESULTS, fast: bool = True, paths: list[str] | None = None, extra: list[str] | None = None
+) -> Path:
+    """Run ``pytest falsification/`` (or ``paths``; the fast tier unless ``fast`` is False) into ``out_dir``.
 
     Writes ``junit-<device>.xml`` and a ``junit-<device>.json`` sidecar with card, date, command and
     versions; returns the XML path. The exit status of pytest is in the sidecar as ``exit_code``.
@@ -42,7 +44,8 @@ def run_battery(out_dir: Path = LOCAL_RESULTS, fast: bool = True, extra: list[st
     out_dir.mkdir(parents=True, exist_ok=True)
     kind = device_kind()
     xml = out_dir / f"junit-{kind}.xml"
-    cmd = [sys.executable, "-m", "pytest", "falsification", "-q", "-p", "no:cacheprovider", f"--junitxml={xml}"]
+    cmd = [sys.executable, "-m", "pytest", *(paths or ["falsification"]), "-q", "-p", "no:cacheprovider"]
+    cmd.append(f"--junitxml={xml}")
     if fast:
         cmd += ["-m", "not slow"]
     cmd += extra or []

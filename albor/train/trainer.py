@@ -195,11 +195,14 @@ class Trainer:
 
     # --- the loop ----------------------------------------------------------------------------
 
-    def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = self.cursor.next_batch()
-        w = torch.from_numpy(self.train_windows[idx].astype(np.int64))
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """The next micro-batch on the device, and its target count (counted on the host: no GPU sync)."""
+        w = torch.from_numpy(self.train_windows[self.cursor.next_batch()].astype(np.int64))
+        n = count_targets(w[:, 1:])
+        if self.device.type == "cuda":
+            w = w.pin_memory()
         w = w.to(self.device, non_blocking=True)
-        return w[:, :-1], w[:, 1:]
+        return w[:, :-1], w[:, 1:], n
 
     def _autocast(self) -> AbstractContextManager:
         return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
@@ -214,8 +217,9 @@ class Trainer:
         lr = lr_at(self.step, self.cfg.optim)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        micro = [self._batch() for _ in range(self.cfg.grad_accum)]
-        n_targets = int(distributed.all_sum(self.dist, sum(count_targets(y) for _, y in micro)))
+        batches = [self._batch() for _ in range(self.cfg.grad_accum)]
+        micro = [(x, y) for x, y, _ in batches]
+        n_targets = int(distributed.all_sum(self.dist, sum(n for _, _, n in batches)))
         no_sync = self.train_model.no_sync if isinstance(self.train_model, DistributedDataParallel) else None
         loss = accumulate(micro, self._loss_sum, self.params, n_targets, float(self.dist.world), no_sync)
         grad_norm = clip_grad_norm(self.params, self.cfg.optim.grad_clip)

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The GPU figures behind bench/RESULTS.md and falsification/results/, one part per invocation:
+#   bench/gpu_session.sh OUT battery      the whole battery on CUDA -> OUT/junit-cuda.{xml,json}
+#   bench/gpu_session.sh OUT bench MB...  trainer step vs the plain-PyTorch peer at each micro-batch
+#   bench/gpu_session.sh OUT run          a short 350M run, killed with SIGKILL at step 150 and resumed
+# The corpus is this machine's stdlib + installed distributions, capped at 100 MB of source.
+set -euo pipefail
+OUT=${1:?usage: gpu_session.sh OUT battery|bench|run}
+PART=${2:?usage: gpu_session.sh OUT battery|bench|run}
+shift 2
+export PYTHONUNBUFFERED=1
+DATA=(data.out=.cache/data-350m data.max_source_bytes=100000000)
+prepare() {
+  python -c 'import sys
+from albor.data import prepare_config
+from albor.train.config import load_config
+prepare_config(load_config("pretrain-350m", sys.argv[1:]).data)' "${DATA[@]}"
+}
+case $PART in
+  battery)
+    # The sandbox's hostile programs are CPU-tier tests; they run in CI, not on a shared GPU host.
+    python -m albor.falsify battery --all --out "$OUT" -- --ignore=falsification/test_sandbox.py ;;
+  bench)
+    prepare
+    python bench/throughput.py --micro-bs "$@" --steps 20 --warmup 6 --out "$OUT/throughput.jsonl" "${DATA[@]}" ;;
+  run)
+    prepare
+    RUN=(--config pretrain-350m --name gpu-350m "${DATA[@]}" optim.max_steps=300 optim.warmup_steps=50
+         micro_batch=16 eval_every=100 eval_windows=64 checkpoint_every=50 runs_dir=.cache/runs)
+    # Preflight is off here only because the sandbox's hostile programs stay off shared GPU hosts; the
+    # battery part runs the CUDA tier on the same machine first.
+    RUN+=(--preflight off)
+    ALBOR_CRASH_AT=step:150 python -m albor.train "${RUN[@]}" || echo "killed: exit $?"
+    python -m albor.train "${RUN[@]}" --resume
+    mkdir -p "$OUT/gpu-350m"
+    cp .cache/runs/gpu-350m/{config.yaml,metrics.jsonl,preflight.json,run.json,summary.json} "$OUT/gpu-350m/"
+    ls .cache/runs/gpu-350m/checkpoints > "$OUT/gpu-350m/checkpoints.txt" ;;
+  *) echo "unknown part $PART" >&2; exit 2 ;;
+esac
