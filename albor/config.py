@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class Strict(BaseModel):
@@ -96,6 +96,18 @@ def load_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_model_file(path: Path, cls: type[M]) -> M:
+    """Read a YAML mapping into the pydantic model ``cls``; errors name the file and the field."""
+    data = load_yaml(path)
+    try:
+        return cls(**data)
+    except ValidationError as e:
+        raise ValueError(f"{path}: {e}") from e
+
+
 def preset_path(kind: str, name: str) -> Path:
     """Path of a preset shipped in ``albor/configs/<kind>/<name>.yaml``."""
     path = Path(str(resources.files("albor") / "configs" / kind / f"{name}.yaml"))
@@ -110,4 +122,4 @@ def load_model_config(name_or_path: str) -> ModelConfig:
     path = Path(name_or_path)
     if not path.suffix:
         path = preset_path("models", name_or_path)
-    return ModelConfig(**load_yaml(path))
+    return load_model_file(path, ModelConfig)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from albor.config import load_model_file
 from albor.contracts.schema import check_node_ids
 
 
@@ -37,13 +37,7 @@ class Gap(BaseModel):
 
 def load_gap(path: Path) -> Gap:
     """Load and validate one gap file; errors name the file and the field."""
-    try:
-        data = yaml.safe_load(path.read_text())
-        gap = Gap(**data) if isinstance(data, dict) else None
-    except (OSError, yaml.YAMLError, ValidationError) as e:
-        raise ValueError(f"{path}: {e}") from e
-    if gap is None:
-        raise ValueError(f"{path}: expected a mapping at the top level")
+    gap = load_model_file(path, Gap)
     if gap.id != path.stem:
         raise ValueError(f"{path}: id {gap.id!r} does not match the file name")
     return gap

@@ -6,9 +6,8 @@ from functools import cache
 from pathlib import Path
 
 import torch
-import yaml
-from pydantic import ValidationError
 
+from albor.config import load_model_file
 from albor.contracts.schema import Contract, Obligation
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -17,13 +16,7 @@ CONTRACTS_DIR = ROOT / "contracts"
 
 def load_contract(path: Path) -> Contract:
     """Load and validate one contract; errors name the file and the field."""
-    try:
-        data = yaml.safe_load(path.read_text())
-        contract = Contract(**data) if isinstance(data, dict) else None
-    except (OSError, yaml.YAMLError, ValidationError) as e:
-        raise ValueError(f"{path}: {e}") from e
-    if contract is None:
-        raise ValueError(f"{path}: expected a mapping at the top level")
+    contract = load_model_file(path, Contract)
     if contract.component != path.stem:
         raise ValueError(f"{path}: component {contract.component!r} does not match the file name")
     return contract
