@@ -10,11 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from tokenizers import Tokenizer
-from tokenizers.models import BPE
 
 from albor import checkpoint as ckpt
 from albor.config import ModelConfig, OptimConfig
+from albor.data.synthetic import tiny_tokenizer
 from albor.model import Decoder
 from albor.optim import build_optimizer
 
@@ -35,7 +34,7 @@ def _trained(tied: bool = False, seed: int = 0) -> tuple[Decoder, torch.optim.Op
 
 def _save(root: Path, step: int, model: Decoder, opt: torch.optim.Optimizer, tmp: Path) -> Path:
     tok = tmp / "tokenizer.json"
-    Tokenizer(BPE()).save(str(tok))
+    tiny_tokenizer().save(str(tok))
     return ckpt.save_checkpoint(
         root, step, model, opt, {"step": step}, yaml.safe_dump({"model": model.cfg.model_dump()}), tok
     )
