@@ -1,7 +1,7 @@
 """The verification core on this machine: the battery, the contract check against its results, the
-mutant run (100 % killed) and the graded report. The battery runs once, here, with every tier this
-device can run; its JUnit XML, with the GPU runs committed under falsification/results/ for the
-CUDA-only falsifiers, is what the contract check and the report read."""
+mutant run (100 % killed), the graded report, and the spec book built from them. The battery runs
+once, here, with every tier this device can run; its JUnit XML, with the GPU runs committed under
+falsification/results/ for the CUDA-only falsifiers, is what the contract check and the report read."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from albor.contracts.load import ROOT
+from albor.falsify.battery import LOCAL_RESULTS
 from albor.falsify.junit import load_results
 
 pytestmark = pytest.mark.slow
@@ -23,8 +24,9 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("battery")
+def results() -> Path:
+    # The local results folder (git-ignored) is where the spec book reads them from.
+    out = LOCAL_RESULTS
     proc = _run("albor.falsify", "battery", "--all", "--out", str(out))
     xml = out / "junit-cpu.xml"
     assert xml.is_file(), proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -43,15 +45,15 @@ def test_contracts_check_against_battery(results: Path) -> None:
     assert proc.stdout.strip().splitlines()[-1].startswith("OK:")
 
 
-def test_every_mutant_killed_and_report_graded(results: Path, tmp_path: Path) -> None:
-    mutants = tmp_path / "mutants.json"
+def test_every_mutant_killed_and_report_graded(results: Path) -> None:
+    mutants = LOCAL_RESULTS / "mutants.json"
     proc = _run("albor.falsify", "mutants", "--json", str(mutants))
     summary = json.loads(mutants.read_text())
     survivors = [m for m in summary["mutants"] if m["runnable"] and not m["killed"]]
     assert proc.returncode == 0 and not survivors, proc.stdout[-4000:]
     assert summary["total"] > 0 and summary["kill_rate"] == 1.0
 
-    report_path = tmp_path / "report.json"
+    report_path = LOCAL_RESULTS / "report.json"
     proc = _run(
         "albor.falsify", "report", "--junit", str(results), "--mutants", str(mutants), "--out", str(report_path)
     )
@@ -59,3 +61,9 @@ def test_every_mutant_killed_and_report_graded(results: Path, tmp_path: Path) ->
     report = json.loads(report_path.read_text())
     assert report["grade"] == "Toyota Standard", report["critical_failures"]
     assert report["coverage"] == 1.0, [o["id"] for o in report["obligations"] if o["status"] != "passed"]
+
+
+def test_spec_book_builds_without_warnings(results: Path) -> None:
+    proc = _run("albor.spec", "build", "--use-existing")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert (ROOT / "docs" / "_build" / "html" / "generated" / "report.html").is_file()
