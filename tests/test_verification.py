@@ -55,7 +55,14 @@ def test_every_mutant_killed_and_report_graded(results: Path) -> None:
 
     report_path = LOCAL_RESULTS / "report.json"
     proc = _run(
-        "albor.falsify", "report", "--junit", str(results), "--mutants", str(mutants), "--out", str(report_path)
+        "albor.falsify",
+        "report",
+        "--junit",
+        *_with_gpu_runs(results),
+        "--mutants",
+        str(mutants),
+        "--out",
+        str(report_path),
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(report_path.read_text())
