@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The GPU figures behind bench/RESULTS.md and falsification/results/, one part per invocation:
-#   bench/gpu_session.sh OUT battery      the whole battery on CUDA -> OUT/junit-cuda.{xml,json}
-#   bench/gpu_session.sh OUT bench MB...  trainer step vs the plain-PyTorch peer at each micro-batch
-#   bench/gpu_session.sh OUT run          a short 350M run, killed with SIGKILL at step 150 and resumed
+#   bench/gpu_runs.sh OUT battery      the whole battery on CUDA -> OUT/junit-cuda.{xml,json}
+#   bench/gpu_runs.sh OUT bench MB...  trainer step vs the plain-PyTorch peer at each micro-batch
+#   bench/gpu_runs.sh OUT run          a short 350M run, killed with SIGKILL at step 150 and resumed
 # The corpus is this machine's stdlib + installed distributions, capped at 100 MB of source.
 set -euo pipefail
-OUT=${1:?usage: gpu_session.sh OUT battery|bench|run}
-PART=${2:?usage: gpu_session.sh OUT battery|bench|run}
+OUT=${1:?usage: gpu_runs.sh OUT battery|bench|run}
+PART=${2:?usage: gpu_runs.sh OUT battery|bench|run}
 shift 2
 export PYTHONUNBUFFERED=1
 DATA=(data.out=.cache/data-350m data.max_source_bytes=100000000)
