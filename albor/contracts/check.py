@@ -6,8 +6,10 @@ Each problem is reported as ``<file>: <field>: <what is wrong>``; any problem me
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from albor.contracts.collect import collect
 from albor.contracts.load import CONTRACTS_DIR, ROOT, load_contract
@@ -38,26 +40,25 @@ def _import(path: str) -> None:
         obj = getattr(obj, part)
 
 
-def _load_all(report: Report) -> tuple[dict[Path, Contract], dict[Path, Gap]]:
-    contracts: dict[Path, Contract] = {}
-    for path in sorted(CONTRACTS_DIR.glob("*.yaml")):
+T = TypeVar("T")
+
+
+def _load_dir(report: Report, directory: Path, load: Callable[[Path], T]) -> dict[Path, T]:
+    """Every YAML file in ``directory`` that loads; each one that does not is a reported problem."""
+    loaded: dict[Path, T] = {}
+    for path in sorted(directory.glob("*.yaml")):
         try:
-            contracts[path] = load_contract(path)
+            loaded[path] = load(path)
         except ValueError as e:
             report.add(path, str(e).removeprefix(f"{path}: "))
-    gaps: dict[Path, Gap] = {}
-    for path in sorted(GAPS_DIR.glob("*.yaml")):
-        try:
-            gaps[path] = load_gap(path)
-        except ValueError as e:
-            report.add(path, str(e).removeprefix(f"{path}: "))
-    return contracts, gaps
+    return loaded
 
 
 def check(results: list[Path] | None = None) -> Report:
     """Run every check; ``results`` are JUnit XML files of battery runs to check against."""
     report = Report()
-    contracts, gaps = _load_all(report)
+    contracts: dict[Path, Contract] = _load_dir(report, CONTRACTS_DIR, load_contract)
+    gaps: dict[Path, Gap] = _load_dir(report, GAPS_DIR, load_gap)
     claims = collect()
     outcomes = load_results(results) if results else None
     known_claims: set[str] = set()
