@@ -116,6 +116,20 @@ def test_resume_never_resaves_the_resume_step(small_data: Path, tmp_path: Path) 
     assert (saved.stat().st_ino, (saved / "MANIFEST.json").read_text()) == before
 
 
+@pytest.mark.claim("TRAIN-008")
+def test_resume_after_a_partial_metrics_line(small_data: Path, tmp_path: Path) -> None:
+    ref = _uninterrupted(small_config(small_data, tmp_path / "ref"))
+    cfg = small_config(small_data, tmp_path / "cut")
+    first = Trainer(cfg)
+    first.fit_steps(3)
+    first.save()
+    first.fit_steps(1)
+    with (first.run_dir / "metrics.jsonl").open("a") as f:
+        f.write('{"kind": "train", "step": 5, "lo')  # killed in the middle of an append
+    Trainer(cfg, resume=True).fit()
+    _assert_same_run(ref, first.run_dir)
+
+
 @pytest.mark.claim("TRAIN-005")
 @pytest.mark.parametrize("cause", ["nan", "grad_norm"])
 def test_alert_stops_with_final_checkpoint(small_data: Path, tmp_path: Path, cause: str) -> None:

@@ -97,7 +97,7 @@ class Trainer:
 
         self.model = Decoder(cfg.model).to(self.device)
         self.optimizer = build_optimizer(self.model, cfg.optim, fused=self.device.type == "cuda")
-        self.cursor = DataCursor(len(self.train_windows), cfg.micro_batch, cfg.seed, self.dist.rank, self.dist.world)
+        self.cursor = self._new_cursor()
         self.step = 0
         self.tokens_seen = 0
         self.best_val: float | None = None
@@ -136,15 +136,13 @@ class Trainer:
         distributed.barrier(self.dist)
         return Path(d.out) if d.out is not None else default_data_dir(d.vocab_size, d.seq_len, d.seed)
 
+    def _new_cursor(self) -> DataCursor:
+        return DataCursor(len(self.train_windows), self.cfg.micro_batch, self.cfg.seed, self.dist.rank, self.dist.world)
+
     # --- checkpoints -------------------------------------------------------------------------
 
     def _state(self) -> dict[str, Any]:
-        cursor = self.cursor.state_dict()
-        if faults.active("checkpoint_drops_cursor"):
-            fresh = DataCursor(
-                len(self.train_windows), self.cfg.micro_batch, self.cfg.seed, self.dist.rank, self.dist.world
-            )
-            cursor = fresh.state_dict()
+        cursor = (self._new_cursor() if faults.active("checkpoint_drops_cursor") else self.cursor).state_dict()
         return {
             "step": self.step,
             "tokens_seen": self.tokens_seen,
@@ -187,11 +185,24 @@ class Trainer:
             self.save()
 
     def _truncate_metrics(self, step: int) -> None:
-        """Drop metric lines logged after the checkpoint we resume from (the killed run wrote them)."""
+        """Drop metric lines logged after the checkpoint we resume from (the killed run wrote them).
+
+        A run killed while appending leaves a partial last line; it is dropped with the rest.
+        """
         path = self.run_dir / "metrics.jsonl"
-        if path.exists():
-            keep = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
-            write_text_atomic(path, "".join(f"{line}\n" for line in keep))
+        if not path.exists():
+            return
+        keep = []
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                if faults.active("resume_trusts_metrics_lines"):
+                    raise
+                continue
+            if record["step"] <= step:
+                keep.append(line)
+        write_text_atomic(path, "".join(f"{line}\n" for line in keep))
 
     # --- the loop ----------------------------------------------------------------------------
 
