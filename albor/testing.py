@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from albor import ops
+
 
 def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
     """‖out − ref‖ / ‖ref‖ in float64; NaN or Inf anywhere in ``out`` gives inf, so it never passes."""
@@ -18,3 +20,19 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
 def poisoned(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
     """A buffer filled with NaN, so that any element a kernel fails to write is caught."""
     return torch.full(shape, float("nan"), dtype=dtype, device=device)
+
+
+def linear_ce_both_ways(
+    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, reduction: str
+) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(loss, d/dhidden, d/dweight) through ``ops.linear_cross_entropy`` and through explicit logits."""
+    results = []
+    for fused in (True, False):
+        h, w = hidden.clone().requires_grad_(True), weight.clone().requires_grad_(True)
+        if fused:
+            loss = ops.linear_cross_entropy(h, w, targets, reduction=reduction)
+        else:
+            loss = ops.cross_entropy(h @ w.t(), targets, reduction=reduction)
+        loss.backward()
+        results.append((loss, h.grad, w.grad))
+    return results

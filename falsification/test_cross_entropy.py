@@ -9,7 +9,7 @@ import torch
 
 from albor import ops
 from albor.contracts import tolerance
-from albor.testing import rel_err
+from albor.testing import linear_ce_both_ways, rel_err
 
 V = 37
 
@@ -95,15 +95,7 @@ def test_linear_equals_explicit_logits(device: torch.device, dtype: torch.dtype,
     _, targets = _data(device, dtype)
     hidden = torch.randn(targets.shape[0], 19, generator=g, dtype=torch.float64).to(device, dtype)
     weight = (torch.randn(V, 19, generator=g, dtype=torch.float64) * 0.3).to(device, dtype)
-    results = []
-    for fused in (True, False):
-        h, w = hidden.clone().requires_grad_(True), weight.clone().requires_grad_(True)
-        if fused:
-            loss = ops.linear_cross_entropy(h, w, targets, reduction=reduction)
-        else:
-            loss = ops.cross_entropy(h @ w.t(), targets, reduction=reduction)
-        loss.backward()
-        results.append((loss, h.grad, w.grad))
+    results = linear_ce_both_ways(hidden, weight, targets, reduction)
     tol = tolerance("CE-006", dtype)
     for name, got, want in zip(("loss", "d/dhidden", "d/dweight"), *results, strict=True):
         assert rel_err(got, want) <= tol, name

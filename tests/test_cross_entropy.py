@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from albor import ops
 from albor.contracts import tolerance
-from albor.testing import rel_err
+from albor.testing import linear_ce_both_ways, rel_err
 
 
 @st.composite
@@ -88,14 +88,6 @@ def test_linear_matches_explicit_logits(batch: tuple[torch.Tensor, torch.Tensor]
     g = torch.Generator().manual_seed(d)
     hidden = torch.randn(logits.shape[0], d, generator=g, dtype=torch.float64)
     weight = torch.randn(logits.shape[1], d, generator=g, dtype=torch.float64)
-    grads = []
-    for fused in (True, False):
-        h, w = hidden.clone().requires_grad_(True), weight.clone().requires_grad_(True)
-        if fused:
-            loss = ops.linear_cross_entropy(h, w, targets, reduction=reduction)
-        else:
-            loss = ops.cross_entropy(h @ w.t(), targets, reduction=reduction)
-        loss.backward()
-        grads.append((loss, h.grad, w.grad))
+    grads = linear_ce_both_ways(hidden, weight, targets, reduction)
     for got, want in zip(*grads, strict=True):
         assert rel_err(got, want) <= tolerance("CE-006", torch.float64)
