@@ -115,6 +115,11 @@ class Decoder(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.norm = nn.Parameter(torch.ones(cfg.d_model))
         self.head = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        # Built once for every position: inside the compiled step the float64 table arithmetic would be
+        # fused into the per-element RoPE kernels and recomputed for every element (ALB-203).
+        cos, sin = ops.rope_tables(torch.arange(cfg.max_seq_len), cfg.head_dim, cfg.rope_theta)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -136,8 +141,11 @@ class Decoder(nn.Module):
         start = 0 if cache is None else cache.length
         if start + t > self.cfg.max_seq_len:
             raise ValueError(f"sequence of {start + t} tokens exceeds max_seq_len {self.cfg.max_seq_len}")
-        positions = torch.arange(start, start + t, device=idx.device)
-        cos, sin = ops.rope_tables(positions, self.cfg.head_dim, self.cfg.rope_theta)
+        if faults.active("rope_tables_per_forward"):
+            positions = torch.arange(start, start + t, device=idx.device)
+            cos, sin = ops.rope_tables(positions, self.cfg.head_dim, self.cfg.rope_theta)
+        else:
+            cos, sin = self.rope_cos[start : start + t], self.rope_sin[start : start + t]
         x = self.embed(idx)
         for i, block in enumerate(self.blocks):
             x = block(x, cos, sin, cache, i)

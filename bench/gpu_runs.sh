@@ -22,7 +22,7 @@ case $PART in
     python -m albor.falsify battery --all --out "$OUT" -- --ignore=falsification/test_sandbox.py ;;
   bench)
     prepare
-    python bench/throughput.py --micro-bs "$@" --steps 20 --warmup 6 --out "$OUT/throughput.jsonl" "${DATA[@]}" ;;
+    python bench/throughput.py --micro-bs "$@" --budget 0.5 --steps 20 --warmup 6 --out "$OUT/throughput.jsonl" "${DATA[@]}" ;;
   run)
     prepare
     RUN=(--config pretrain-350m --name gpu-350m "${DATA[@]}" optim.max_steps=300 optim.warmup_steps=50

@@ -5,7 +5,12 @@ Albor's side is the real ``Trainer.train_step`` (schedule, token-weighted accumu
 clipping, loss and grad-norm read back every step) on the real prepared corpus. Prints one JSON
 line per measurement and a table of ratios last.
 
-    python bench/throughput.py --micro-bs 16 32 [--kernels reference triton] [--steps 30] [field=value ...]
+    python bench/throughput.py --micro-bs 16 32 [--kernels reference mixed triton] [--budget 0.5]
+                               [--steps 30] [field=value ...]
+
+``--kernels``: ``reference`` (every op compiled from its reference), ``triton`` (every Triton kernel),
+``mixed`` (the Triton linear + cross-entropy kernel, the other ops compiled). ``--budget B`` adds a
+stack with the first kernels choice and ``activation_memory_budget=B``.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ KERNEL_OPS = ("rmsnorm", "apply_rope", "swiglu", "linear_cross_entropy")
 
 
 def run_peer(micro_bs: int, steps: int) -> dict:
+    # The trainer sets this compiler-global knob; the peer compiles with the default.
+    torch._functorch.config.activation_memory_budget = 1.0
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         peer.run(True, micro_bs, steps=steps)
@@ -37,19 +44,21 @@ def run_peer(micro_bs: int, steps: int) -> dict:
     return json.loads(out.getvalue().strip().splitlines()[-1])
 
 
-def run_albor(overrides: list[str], micro_bs: int, steps: int, warmup: int, kernels: str, compile_model: bool) -> dict:
+def run_albor(overrides: list[str], micro_bs: int, steps: int, warmup: int, kernels: str, budget: float) -> dict:
     overrides = [
         *overrides,
         f"micro_batch={micro_bs}",
         "grad_accum=1",
         f"optim.max_steps={steps + warmup + 1}",
         "optim.warmup_steps=1",
-        f"compile={str(compile_model).lower()}",
+        "compile=true",
+        f"activation_memory_budget={budget}",
         "name=bench",
         "runs_dir=/tmp/albor-bench-runs",
     ]
     if kernels != "reference":
-        overrides.append("kernels={" + ", ".join(f"{op}: {kernels}" for op in KERNEL_OPS) + "}")
+        ops = KERNEL_OPS if kernels == "triton" else ("linear_cross_entropy",)
+        overrides.append("kernels={" + ", ".join(f"{op}: triton" for op in ops) + "}")
     cfg = load_config("pretrain-350m", overrides)
     torch.cuda.reset_peak_memory_stats()
     trainer = Trainer(cfg)
@@ -63,8 +72,7 @@ def run_albor(overrides: list[str], micro_bs: int, steps: int, warmup: int, kern
     dt = time.perf_counter() - t0
     tok_s = trainer.tokens_per_step * steps / dt
     result = {
-        "stack": f"albor-{kernels}",
-        "compile": compile_model,
+        "stack": f"albor-{kernels}" + (f"-budget{budget}" if budget < 1 else ""),
         "micro_bs": micro_bs,
         "params": cfg.model.n_params(),
         "tok_s": round(tok_s),
@@ -81,7 +89,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("overrides", nargs="*", help="pretrain-350m config overrides, e.g. data.out=DIR")
     ap.add_argument("--micro-bs", type=int, nargs="+", default=[16, 32])
-    ap.add_argument("--kernels", nargs="+", default=["reference", "triton"], choices=["reference", "triton"])
+    ap.add_argument(
+        "--kernels", nargs="+", default=["reference", "mixed", "triton"], choices=["reference", "mixed", "triton"]
+    )
+    ap.add_argument("--budget", type=float, help="also run the first kernels choice at this activation memory budget")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=8)
     ap.add_argument("--out", type=Path, help="also write the JSON lines here")
@@ -91,9 +102,10 @@ def main() -> None:
         p = run_peer(mb, args.steps)
         print(json.dumps(p), flush=True)
         rows.append(p)
-        for k in args.kernels:
+        stacks = [(k, 1.0) for k in args.kernels] + ([(args.kernels[0], args.budget)] if args.budget else [])
+        for k, budget in stacks:
             try:
-                a = run_albor(args.overrides, mb, args.steps, args.warmup, k, compile_model=True)
+                a = run_albor(args.overrides, mb, args.steps, args.warmup, k, budget)
             except Exception as e:  # a failed variant is a result to report, not a reason to lose the others
                 a = {"stack": f"albor-{k}", "micro_bs": mb, "error": repr(e)[:400]}
             print(json.dumps(a), flush=True)
@@ -101,15 +113,15 @@ def main() -> None:
     if args.out:
         args.out.write_text("".join(json.dumps(r) + "\n" for r in rows))
     print(f"\n{torch.cuda.get_device_name()}  torch {torch.__version__}")
-    print(f"{'stack':<22} {'mb':>3} {'tok/s':>9} {'MFU':>6} {'peak GiB':>9} {'× peer tok/s':>13} {'× peer mem':>11}")
+    print(f"{'stack':<28} {'mb':>3} {'tok/s':>9} {'MFU':>6} {'peak GiB':>9} {'× peer tok/s':>13} {'× peer mem':>11}")
     for mb in args.micro_bs:
         base = next(r for r in rows if r.get("micro_bs") == mb and r.get("stack", "").startswith("plain"))
         for r in (r for r in rows if r.get("micro_bs") == mb):
             if "error" in r:
-                print(f"{r['stack']:<22} {mb:>3}  error: {r['error'][:80]}")
+                print(f"{r['stack']:<28} {mb:>3}  error: {r['error'][:80]}")
                 continue
             print(
-                f"{r['stack']:<22} {mb:>3} {r['tok_s']:>9,} {r['mfu']:>6.1%} {r['peak_mem_gb']:>9.2f} "
+                f"{r['stack']:<28} {mb:>3} {r['tok_s']:>9,} {r['mfu']:>6.1%} {r['peak_mem_gb']:>9.2f} "
                 f"{r['tok_s'] / base['tok_s']:>13.3f} {r['peak_mem_gb'] / base['peak_mem_gb']:>11.3f}"
             )
 

@@ -15,7 +15,10 @@ import torch
 if not torch.cuda.is_available():  # before triton is first imported: kernels run in the interpreter
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+from albor.config import ModelConfig
+from albor.model import Decoder
 from albor.ops import dispatch
+from albor.ops.rope import rope_tables
 
 KERNEL_OPS = ["rmsnorm", "apply_rope", "swiglu", "linear_cross_entropy"]
 
@@ -55,3 +58,48 @@ def test_working_kernel_is_routed(device: torch.device, op: str) -> None:
     assert dispatch.set_backend(op, "triton", device=device) == "triton"
     assert dispatch.backends()[op] == "triton" and op not in dispatch.fallbacks()
     assert dispatch.get(op).__module__ == f"albor.kernels.{dispatch.OPS[op]}"
+
+
+def _opcheck_cases() -> dict[str, tuple]:
+    g = torch.Generator().manual_seed(3)
+
+    def r(*shape: int, grad: bool = True) -> torch.Tensor:
+        return torch.randn(*shape, generator=g).requires_grad_(grad)
+
+    cos, sin = rope_tables(torch.arange(5), 6)
+    targets = torch.randint(0, 11, (7,), generator=g)
+    targets[2] = -100
+    return {
+        "rmsnorm_forward": (r(3, 5, 7), r(7), 1e-5),
+        "rmsnorm_backward": (r(3, 7, grad=False), r(3, 7, grad=False), r(7, grad=False), torch.rand(3) + 0.5),
+        "rope": (r(2, 5, 3, 6), r(2, 5, 1, 6), cos, sin, False),
+        "swiglu_forward": (r(3, 9), r(3, 9)),
+        "swiglu_backward": (r(3, 9, grad=False), r(3, 9, grad=False), r(3, 9, grad=False)),
+        "linear_cross_entropy": (r(7, 5), r(11, 5), targets, -100, True, True, True),
+    }
+
+
+@pytest.mark.claim("DISPATCH-004")
+@pytest.mark.parametrize("name", sorted(_opcheck_cases()))
+def test_kernel_ops_pass_opcheck(device: torch.device, name: str) -> None:
+    for op in KERNEL_OPS:
+        dispatch.set_backend(op, "triton", device=device)  # imports the kernels, registering their ops
+    args = tuple(a.detach().to(device).requires_grad_(a.requires_grad) if isinstance(a, torch.Tensor) else a
+                 for a in _opcheck_cases()[name])  # fmt: skip
+    results = torch.library.opcheck(getattr(torch.ops.albor, name), args)
+    assert set(results.values()) == {"SUCCESS"}, results
+
+
+@pytest.mark.claim("DISPATCH-004")
+def test_kernels_keep_the_compiled_graph_whole(device: torch.device) -> None:
+    for op in KERNEL_OPS:
+        dispatch.set_backend(op, "triton", device=device)
+    cfg = ModelConfig(name="g", n_layers=2, d_model=12, n_heads=3, n_kv_heads=1, d_ff=10, vocab_size=17, max_seq_len=16)
+    torch._dynamo.reset()
+    model = Decoder(cfg).to(device)
+    idx = torch.randint(0, cfg.vocab_size, (2, 9), generator=torch.Generator().manual_seed(4)).to(device)
+    found = torch._dynamo.explain(model)(idx, idx, reduction="sum")
+    assert (found.graph_count, found.graph_break_count) == (1, 0), [b.reason for b in found.break_reasons]
+    ops = {str(n.target) for g in found.graphs for n in g.graph.nodes if n.op == "call_function"}
+    assert {"albor.rmsnorm_forward.default", "albor.rope.default", "albor.swiglu_forward.default"} <= ops, ops
+    assert "albor.linear_cross_entropy.default" in ops, ops

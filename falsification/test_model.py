@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from albor import ops
 from albor.config import ModelConfig, load_model_config
 from albor.contracts import tolerance
-from albor.model import Block, Decoder
+from albor.model import Block, Decoder, KVCache
 from albor.testing import rel_err
 
 TINY = ModelConfig(
@@ -113,3 +115,27 @@ def test_tied_head_uses_embedding(device: torch.device) -> None:
     assert rel_err(logits, want) <= tolerance("MODEL-005", torch.float32)
     model(idx, _tokens(device, seed=2)).backward()
     assert model.embed.weight.grad[8:].abs().sum(-1).min().item() > 0, "the head's gradient must reach the embedding"
+
+
+class _Float64Ops(TorchDispatchMode):
+    """Records every aten op that produces a float64 tensor."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if any(isinstance(t, torch.Tensor) and t.dtype == torch.float64 for t in tree_leaves(out)):
+            self.seen.append(str(func))
+        return out
+
+
+@pytest.mark.claim("MODEL-006")
+def test_step_computes_nothing_in_float64(device: torch.device) -> None:
+    model = _decoder(device, torch.float32)
+    idx = _tokens(device)
+    with _Float64Ops() as mode:
+        model(idx, _tokens(device, seed=2)).backward()
+        model(idx[:, :3], cache=KVCache.empty(model.cfg, 2, device, torch.float32))
+    assert not mode.seen, f"float64 work inside a float32 step: {sorted(set(mode.seen))}"

@@ -15,8 +15,10 @@ import torch
 import yaml
 
 from albor import checkpoint as ckpt
+from albor.contracts import tolerance
 from albor.contracts.load import ROOT
 from albor.optim import lr_at
+from albor.testing import rel_err
 from albor.train import preflight
 from albor.train.config import TrainConfig, build_config
 from albor.train.trainer import Trainer, TrainingAlert
@@ -178,3 +180,22 @@ def test_two_ranks_equal_one_rank_accumulating(small_data: Path, tmp_path: Path)
     wa, wb = _weights(tmp_path / "one" / "default"), _weights(tmp_path / "two" / "default")
     for name in wa:
         assert torch.allclose(wa[name], wb[name], rtol=1e-4, atol=1e-6), name
+
+
+@pytest.mark.claim("TRAIN-009")
+@pytest.mark.cuda
+def test_memory_budget_recomputes_the_same_steps(small_data: Path, tmp_path: Path) -> None:
+    runs = []
+    for budget in (1.0, 0.2):
+        torch._dynamo.reset()
+        over = {"device": "cuda", "compile": True, "activation_memory_budget": budget}
+        trainer = Trainer(small_config(small_data, tmp_path / f"budget-{budget}", **over))
+        steps = [trainer.train_step() for _ in range(3)]
+        weights = {k: v.float().cpu() for k, v in trainer.model.state_dict().items()}
+        runs.append(([(m.loss, m.grad_norm) for m in steps], weights))
+    (steps_a, weights_a), (steps_b, weights_b) = runs
+    tol = tolerance("TRAIN-009", "loss")
+    for (loss_a, gn_a), (loss_b, gn_b) in zip(steps_a, steps_b, strict=True):
+        assert abs(loss_a - loss_b) <= tol * abs(loss_a) and abs(gn_a - gn_b) <= tol * abs(gn_a), (steps_a, steps_b)
+    for name, w in weights_a.items():
+        assert rel_err(weights_b[name], w) <= tolerance("TRAIN-009", "weights"), name

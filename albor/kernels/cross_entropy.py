@@ -14,12 +14,12 @@ import triton
 import triton.language as tl
 
 from albor.kernels import buffers
-from albor.kernels.launch import accumulator_dtype, check_device, compute_dtype
+from albor.kernels.launch import accumulator_dtype, check_device, compute_dtype, kernel_device
 from albor.ops.cross_entropy import IGNORE_INDEX, Reduction
 
 
 @triton.jit
-def _rows(
+def _ce_rows_kernel(
     z_ptr, targets_ptr, loss_ptr, scale_ptr, z_stride, n_rows, n_cols, ignore_index,
     BLOCK_M: tl.constexpr, BLOCK_V: tl.constexpr, CD: tl.constexpr, WRITE_GRAD: tl.constexpr,
 ):  # fmt: skip
@@ -56,6 +56,9 @@ def _rows(
             tl.store(z_rows + at, grad.to(z_ptr.dtype.element_ty), mask=mask)
 
 
+DEVICE = kernel_device(_ce_rows_kernel)
+
+
 def tile(v: int) -> tuple[int, int]:
     """Rows and vocabulary columns of one program's tile: up to 4096 elements."""
     block_v = min(4096, triton.next_power_of_2(v))
@@ -67,51 +70,70 @@ def chunk_rows(n: int, d: int, v: int) -> int:
     return max(1, triton.cdiv(n, triton.cdiv(v, 4 * d)))
 
 
-class _LinearCrossEntropy(torch.autograd.Function):
-    @staticmethod
-    def forward(
-        ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, ignore_index: int, reduction: str
-    ) -> torch.Tensor:
-        n, d = hidden.shape
-        v = weight.shape[0]
-        grad_h, grad_w = ctx.needs_input_grad[:2]
-        acc = accumulator_dtype(hidden.dtype)
-        valid = (targets != ignore_index).sum().to(acc)
-        # The per-row gradient scale lives on the device, so "mean" needs no host sync.
-        scale = 1.0 / valid if reduction == "mean" else torch.ones((), dtype=acc, device=hidden.device)
-        rows = chunk_rows(n, d, v)
-        block_m, block_v = tile(v)
-        logits = buffers.empty((min(rows, n), v), hidden.dtype, hidden.device)
-        losses = buffers.empty((n,), acc, hidden.device)
-        dh = buffers.empty((n, d), hidden.dtype, hidden.device) if grad_h else None
-        dw = torch.zeros_like(weight) if grad_w else None
-        for start in range(0, n, rows):
-            h = hidden[start : start + rows]
-            z = logits[: h.shape[0]]
-            torch.mm(h, weight.t(), out=z)
-            _rows[(triton.cdiv(h.shape[0], block_m),)](
-                z, targets[start:], losses[start:], scale, z.stride(0), h.shape[0], v, ignore_index,
-                BLOCK_M=block_m, BLOCK_V=block_v, CD=compute_dtype(hidden.dtype),
-                WRITE_GRAD=grad_h or grad_w, num_warps=8,
-            )  # fmt: skip
-            if grad_h:
-                torch.mm(z, weight, out=dh[start : start + rows])
-            if grad_w:
-                dw.addmm_(z.t(), h)
-        ctx.save_for_backward(dh, dw)
-        total = losses.sum()
-        return total / valid if reduction == "mean" else total
+# A custom op, so that torch.compile calls it as an opaque node instead of breaking the graph.
+# The outputs are the loss and, where asked for, its gradients (empty otherwise).
+@torch.library.custom_op("albor::linear_cross_entropy", mutates_args=())
+def _lce(
+    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, ignore_index: int, mean: bool,
+    grad_h: bool, grad_w: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    n, d = hidden.shape
+    v = weight.shape[0]
+    acc = accumulator_dtype(hidden.dtype)
+    valid = (targets != ignore_index).sum().to(acc)
+    # The per-row gradient scale lives on the device, so "mean" needs no host sync.
+    scale = 1.0 / valid if mean else torch.ones((), dtype=acc, device=hidden.device)
+    rows = chunk_rows(n, d, v)
+    block_m, block_v = tile(v)
+    logits = buffers.empty((min(rows, n), v), hidden.dtype, hidden.device)
+    losses = buffers.empty((n,), acc, hidden.device)
+    dh = buffers.empty((n, d), hidden.dtype, hidden.device) if grad_h else hidden.new_empty(0)
+    dw = torch.zeros_like(weight) if grad_w else weight.new_empty(0)
+    for start in range(0, n, rows):
+        h = hidden[start : start + rows]
+        z = logits[: h.shape[0]]
+        torch.mm(h, weight.t(), out=z)
+        _ce_rows_kernel[(triton.cdiv(h.shape[0], block_m),)](
+            z, targets[start:], losses[start:], scale, z.stride(0), h.shape[0], v, ignore_index,
+            BLOCK_M=block_m, BLOCK_V=block_v, CD=compute_dtype(hidden.dtype),
+            WRITE_GRAD=grad_h or grad_w, num_warps=8,
+        )  # fmt: skip
+        if grad_h:
+            torch.mm(z, weight, out=dh[start : start + rows])
+        if grad_w:
+            dw.addmm_(z.t(), h)
+    total = losses.sum()
+    return (total / valid if mean else total), dh, dw
 
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        dh, dw = ctx.saved_tensors
-        return (
-            None if dh is None else dh * grad.to(dh.dtype),
-            None if dw is None else dw * grad.to(dw.dtype),
-            None,
-            None,
-            None,
-        )
+
+@_lce.register_fake
+def _(
+    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, ignore_index: int, mean: bool,
+    grad_h: bool, grad_w: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    loss = hidden.new_empty((), dtype=accumulator_dtype(hidden.dtype))
+    return (
+        loss,
+        torch.empty_like(hidden) if grad_h else hidden.new_empty(0),
+        (torch.empty_like(weight) if grad_w else weight.new_empty(0)),
+    )
+
+
+def _setup(ctx, inputs: tuple, output: tuple) -> None:
+    ctx.grad_h, ctx.grad_w = inputs[5:]
+    ctx.save_for_backward(*output[1:])
+
+
+def _grads(ctx, grad: torch.Tensor, _dh: torch.Tensor, _dw: torch.Tensor) -> tuple:
+    dh, dw = ctx.saved_tensors
+    return (
+        dh * grad.to(dh.dtype) if ctx.grad_h else None,
+        dw * grad.to(dw.dtype) if ctx.grad_w else None,
+        None, None, None, None, None,
+    )  # fmt: skip
+
+
+_lce.register_autograd(_grads, setup_context=_setup)
 
 
 def linear_cross_entropy(
@@ -128,12 +150,16 @@ def linear_cross_entropy(
         raise ValueError(f"hidden {tuple(hidden.shape)} must be (N, d) and weight {tuple(weight.shape)} (V, d)")
     if targets.shape != (hidden.shape[0],):
         raise ValueError(f"targets {tuple(targets.shape)} must be ({hidden.shape[0]},)")
-    check_device("linear_cross_entropy", _rows, hidden, weight, targets)
+    check_device("linear_cross_entropy", DEVICE, hidden, weight, targets)
     device_type = hidden.device.type
     if torch.is_autocast_enabled(device_type):
         # The reference's matmul runs in the autocast dtype; match it, then leave autocast off inside.
         dtype = torch.get_autocast_dtype(device_type)
         hidden, weight = hidden.to(dtype), weight.to(dtype)
     hidden, weight, targets = hidden.contiguous(), weight.contiguous(), targets.contiguous()
+    grad = torch.is_grad_enabled()
     with torch.autocast(device_type, enabled=False):
-        return _LinearCrossEntropy.apply(hidden, weight, targets, ignore_index, reduction)
+        return _lce(
+            hidden, weight, targets, ignore_index, reduction == "mean",
+            grad and hidden.requires_grad, grad and weight.requires_grad,
+        )[0]  # fmt: skip

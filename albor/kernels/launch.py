@@ -31,13 +31,20 @@ def n_programs(device: torch.device, per_sm: int) -> int:
     return 4
 
 
-def check_device(name: str, kernel: object, *tensors: torch.Tensor) -> None:
-    """Raise before any launch unless every tensor lives where ``kernel`` runs.
+def kernel_device(kernel: object) -> str:
+    """Where ``kernel`` runs: on CPU tensors in the interpreter (TRITON_INTERPRET=1), else on CUDA tensors.
 
-    Compiled kernels run on CUDA tensors, interpreted ones (TRITON_INTERPRET=1) on CPU tensors. A
-    launch on any other tensor (a meta tensor, say) would hand the GPU pointers it cannot read.
+    Each kernel module asks once, at import: torch.compile cannot trace ``isinstance`` on a compiled
+    Triton kernel and would break the graph around every launch (ALB-204).
     """
-    want = "cpu" if isinstance(kernel, InterpretedFunction) else "cuda"
+    return "cpu" if isinstance(kernel, InterpretedFunction) else "cuda"
+
+
+def check_device(name: str, want: str, *tensors: torch.Tensor) -> None:
+    """Raise before any launch unless every tensor is on ``want``, the device type the kernel runs on.
+
+    A launch on any other tensor (a meta tensor, say) would hand the GPU pointers it cannot read.
+    """
     for t in tensors:
         if t.device.type != want:
             mode = "in the Triton interpreter" if want == "cpu" else "compiled"

@@ -12,11 +12,11 @@ import triton.language as tl
 
 from albor.falsify import faults
 from albor.kernels import buffers
-from albor.kernels.launch import accumulator_dtype, as_rows, check_device, compute_dtype, n_programs
+from albor.kernels.launch import accumulator_dtype, as_rows, check_device, compute_dtype, kernel_device, n_programs
 
 
 @triton.jit
-def _forward(
+def _rmsnorm_fwd_kernel(
     x_ptr, w_ptr, y_ptr, rstd_ptr, x_stride, y_stride, n_rows, n_cols, eps,
     BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, CD: tl.constexpr,
 ):  # fmt: skip
@@ -32,7 +32,7 @@ def _forward(
 
 
 @triton.jit
-def _backward(
+def _rmsnorm_bwd_kernel(
     dy_ptr, x_ptr, w_ptr, rstd_ptr, dx_ptr, dw_part_ptr, dy_stride, x_stride, dx_stride,
     n_rows, n_cols, tiles_per_program,
     BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, CD: tl.constexpr, HALF_GRAD: tl.constexpr,
@@ -57,6 +57,9 @@ def _backward(
     tl.store(dw_part_ptr + pid * n_cols + cols, tl.sum(dw, axis=0), mask=cols < n_cols)
 
 
+DEVICE = kernel_device(_rmsnorm_fwd_kernel)
+
+
 def tile(n_cols: int) -> tuple[int, int]:
     """Rows and columns of one program's tile: the whole row, and up to 4096 elements in all."""
     block_d = triton.next_power_of_2(n_cols)
@@ -67,48 +70,74 @@ def _warps(block_m: int, block_d: int) -> int:
     return min(max(block_m * block_d // 512, 1), 16)
 
 
-class _RMSNorm(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-        x2 = as_rows(x)
-        n_rows, n_cols = x2.shape
-        block_m, block_d = tile(n_cols)
-        y = buffers.empty((n_rows, n_cols), x.dtype, x.device)
-        rstd = buffers.empty((n_rows,), accumulator_dtype(x.dtype), x.device)
-        _forward[(triton.cdiv(n_rows, block_m),)](
-            x2, weight, y, rstd, x2.stride(0), y.stride(0), n_rows, n_cols, eps,
-            BLOCK_M=block_m, BLOCK_D=block_d, CD=compute_dtype(x.dtype), num_warps=_warps(block_m, block_d),
-        )  # fmt: skip
-        ctx.save_for_backward(x2, weight, rstd)
-        ctx.shape = x.shape
-        return y.view(x.shape)
+# Registered as custom ops so that torch.compile calls the kernels as opaque nodes of one graph
+# instead of breaking the graph around every launch.
+@torch.library.custom_op("albor::rmsnorm_forward", mutates_args=())
+def _rmsnorm_forward(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    x2 = as_rows(x)
+    n_rows, n_cols = x2.shape
+    block_m, block_d = tile(n_cols)
+    y = buffers.empty((n_rows, n_cols), x.dtype, x.device)
+    rstd = buffers.empty((n_rows,), accumulator_dtype(x.dtype), x.device)
+    _rmsnorm_fwd_kernel[(triton.cdiv(n_rows, block_m),)](
+        x2, weight, y, rstd, x2.stride(0), y.stride(0), n_rows, n_cols, eps,
+        BLOCK_M=block_m, BLOCK_D=block_d, CD=compute_dtype(x.dtype), num_warps=_warps(block_m, block_d),
+    )  # fmt: skip
+    return y.view(x.shape), rstd
 
-    @staticmethod
-    def backward(ctx, dy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, None]:
-        x2, weight, rstd = ctx.saved_tensors
-        dy2 = as_rows(dy)
-        n_rows, n_cols = x2.shape
-        block_m, block_d = tile(n_cols)
-        tiles = triton.cdiv(n_rows, block_m)
-        tiles_per_program = triton.cdiv(tiles, min(tiles, n_programs(x2.device, per_sm=8)))
-        programs = triton.cdiv(tiles, tiles_per_program)
-        # ALB-041 re-created: the scratch counted by floor division, one row short when tiles don't divide.
-        scratch_rows = tiles // tiles_per_program if faults.active("rmsnorm_kernel_scratch_short") else programs
-        dx = buffers.empty((n_rows, n_cols), x2.dtype, x2.device)
-        dw_part = buffers.empty((scratch_rows, n_cols), accumulator_dtype(x2.dtype), x2.device)
-        _backward[(programs,)](
-            dy2, x2, weight, rstd, dx, dw_part, dy2.stride(0), x2.stride(0), dx.stride(0),
-            n_rows, n_cols, tiles_per_program,
-            BLOCK_M=block_m, BLOCK_D=block_d, CD=compute_dtype(x2.dtype),
-            HALF_GRAD=faults.active("rmsnorm_kernel_half_grad"), num_warps=_warps(block_m, block_d),
-        )  # fmt: skip
-        dw = None if faults.active("rmsnorm_kernel_no_gain_grad") else dw_part.sum(0).to(weight.dtype)
-        return dx.view(ctx.shape), dw, None
+
+@_rmsnorm_forward.register_fake
+def _(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    return x.new_empty(x.shape), x.new_empty((x.numel() // x.shape[-1],), dtype=accumulator_dtype(x.dtype))
+
+
+@torch.library.custom_op("albor::rmsnorm_backward", mutates_args=())
+def _rmsnorm_backward(
+    dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, rstd: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    x2, dy2 = as_rows(x), as_rows(dy)
+    n_rows, n_cols = x2.shape
+    block_m, block_d = tile(n_cols)
+    tiles = triton.cdiv(n_rows, block_m)
+    tiles_per_program = triton.cdiv(tiles, min(tiles, n_programs(x2.device, per_sm=8)))
+    programs = triton.cdiv(tiles, tiles_per_program)
+    # ALB-041 re-created: the scratch counted by floor division, one row short when tiles don't divide.
+    scratch_rows = tiles // tiles_per_program if faults.active("rmsnorm_kernel_scratch_short") else programs
+    dx = buffers.empty((n_rows, n_cols), x2.dtype, x2.device)
+    dw_part = buffers.empty((scratch_rows, n_cols), accumulator_dtype(x2.dtype), x2.device)
+    _rmsnorm_bwd_kernel[(programs,)](
+        dy2, x2, weight, rstd, dx, dw_part, dy2.stride(0), x2.stride(0), dx.stride(0),
+        n_rows, n_cols, tiles_per_program,
+        BLOCK_M=block_m, BLOCK_D=block_d, CD=compute_dtype(x2.dtype),
+        HALF_GRAD=faults.active("rmsnorm_kernel_half_grad"), num_warps=_warps(block_m, block_d),
+    )  # fmt: skip
+    return dx.view(x.shape), dw_part.sum(0).to(weight.dtype)
+
+
+@_rmsnorm_backward.register_fake
+def _(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, rstd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return x.new_empty(x.shape), torch.empty_like(weight)
+
+
+def _setup(ctx, inputs: tuple, output: tuple) -> None:
+    x, weight, _ = inputs
+    ctx.save_for_backward(x, weight, output[1])
+
+
+def _grads(ctx, dy: torch.Tensor, _drstd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, None]:
+    x, weight, rstd = ctx.saved_tensors
+    dx, dw = _rmsnorm_backward(dy, x, weight, rstd)
+    return dx, None if faults.active("rmsnorm_kernel_no_gain_grad") else dw, None
+
+
+_rmsnorm_forward.register_autograd(_grads, setup_context=_setup)
 
 
 def rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """Normalise the last dimension of ``x`` to unit RMS and scale by the gain ``weight``."""
     if weight.shape != (x.shape[-1],):
         raise ValueError(f"weight has shape {tuple(weight.shape)}, expected ({x.shape[-1]},)")
-    check_device("rmsnorm", _forward, x, weight)
-    return _RMSNorm.apply(x, weight.contiguous(), eps)
+    check_device("rmsnorm", DEVICE, x, weight)
+    if faults.active("kernel_breaks_graph"):  # ALB-204 re-created: the launch leaves the compiled graph
+        torch._dynamo.graph_break()
+    return _rmsnorm_forward(x, weight.contiguous(), eps)[0]

@@ -12,11 +12,11 @@ import triton.language as tl
 
 from albor.falsify import faults
 from albor.kernels import buffers
-from albor.kernels.launch import check_device, compute_dtype
+from albor.kernels.launch import check_device, compute_dtype, kernel_device
 
 
 @triton.jit
-def _rope(
+def _rope_kernel(
     q_ptr, k_ptr, qo_ptr, ko_ptr, cos_ptr, sin_ptr,
     n_tokens, seq_len, n_q, n_k, half,
     q_sb, q_st, q_sh, k_sb, k_st, k_sh,
@@ -48,11 +48,16 @@ def _rope(
     tl.store(o_at + half, (x2 * c + x1 * s).to(qo_ptr.dtype.element_ty), mask=mask)
 
 
+DEVICE = kernel_device(_rope_kernel)
+
+
 def _unit_last(x: torch.Tensor) -> torch.Tensor:
     return x if x.stride(-1) == 1 else x.contiguous()
 
 
-def _launch(
+# A custom op, so that torch.compile calls the kernel as an opaque node instead of breaking the graph.
+@torch.library.custom_op("albor::rope", mutates_args=())
+def _rope_op(
     q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, inverse: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
     q, k = _unit_last(q), _unit_last(k)
@@ -62,7 +67,7 @@ def _launch(
     ko = buffers.empty(tuple(k.shape), k.dtype, k.device)
     block_h, block_d = triton.next_power_of_2(n_q + n_k), triton.next_power_of_2(hd // 2)
     block_t = max(1, min(16, 4096 // (block_h * block_d)))
-    _rope[(triton.cdiv(b * t, block_t),)](
+    _rope_kernel[(triton.cdiv(b * t, block_t),)](
         q, k, qo, ko, cos, sin, b * t, t, n_q, n_k, hd // 2,
         *q.stride()[:3], *k.stride()[:3], *qo.stride()[:3], *ko.stride()[:3], cos.stride(0), sin.stride(0),
         BLOCK_T=block_t, BLOCK_H=block_h, BLOCK_D=block_d, CD=compute_dtype(q.dtype), INVERSE=inverse,
@@ -71,18 +76,26 @@ def _launch(
     return qo, ko
 
 
-class _Rope(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
-        ctx.save_for_backward(cos, sin)
-        return _launch(q, k, cos, sin, inverse=False)
+@_rope_op.register_fake
+def _(
+    q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, inverse: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return q.new_empty(q.shape), k.new_empty(k.shape)
 
-    @staticmethod
-    def backward(ctx, dq: torch.Tensor, dk: torch.Tensor):
-        if faults.active("rope_kernel_no_backward"):  # ALB-119 re-created: the backward is the identity
-            return dq, dk, None, None
-        cos, sin = ctx.saved_tensors
-        return (*_launch(dq, dk, cos, sin, inverse=True), None, None)
+
+def _setup(ctx, inputs: tuple, output: tuple) -> None:
+    _, _, cos, sin, ctx.inverse = inputs
+    ctx.save_for_backward(cos, sin)
+
+
+def _grads(ctx, dq: torch.Tensor, dk: torch.Tensor) -> tuple:
+    if faults.active("rope_kernel_no_backward"):  # ALB-119 re-created: the backward is the identity
+        return dq, dk, None, None, None
+    cos, sin = ctx.saved_tensors
+    return (*_rope_op(dq, dk, cos, sin, not ctx.inverse), None, None, None)
+
+
+_rope_op.register_autograd(_grads, setup_context=_setup)
 
 
 def apply_rope(
@@ -98,5 +111,5 @@ def apply_rope(
         raise ValueError(f"cos {tuple(cos.shape)} and sin {tuple(sin.shape)} must be (T, D/2) = {table}")
     if q.dtype != k.dtype:
         raise ValueError(f"q ({q.dtype}) and k ({k.dtype}) must share a dtype")
-    check_device("rope", _rope, q, k, cos, sin)
-    return _Rope.apply(q, k, _unit_last(cos), _unit_last(sin))
+    check_device("rope", DEVICE, q, k, cos, sin)
+    return _rope_op(q, k, _unit_last(cos), _unit_last(sin), False)

@@ -27,6 +27,12 @@ class TrainConfig(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = Field(default="auto", description="auto: bf16 on CUDA, fp32 on CPU")
     compile: bool = False
+    activation_memory_budget: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="compiled runs: the share of activations the step may keep; below 1 recomputes the rest",
+    )
     kernels: dict[str, Backend] = Field(default_factory=dict, description="backend per op; unnamed ops: reference")
     allow_kernel_fallback: bool = False
     deterministic: bool = False
@@ -62,6 +68,8 @@ class TrainConfig(Strict):
             )
         if self.data.seq_len > self.model.max_seq_len:
             raise ValueError(f"data.seq_len ({self.data.seq_len}) exceeds model.max_seq_len ({self.model.max_seq_len})")
+        if self.activation_memory_budget < 1 and not self.compile:
+            raise ValueError(f"activation_memory_budget={self.activation_memory_budget} needs compile: true")
         return self
 
     def to_yaml(self) -> str:

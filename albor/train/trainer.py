@@ -114,6 +114,8 @@ class Trainer:
         if self.dist.active:
             self.train_model = DistributedDataParallel(self.model)
         if cfg.compile:
+            # AOTAutograd reads it when the step is first compiled, to choose what to recompute.
+            torch._functorch.config.activation_memory_budget = cfg.activation_memory_budget
             self.train_model = torch.compile(self.train_model)
         self.bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
         self.params = [p for p in self.model.parameters() if p.requires_grad]
