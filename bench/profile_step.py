@@ -163,9 +163,8 @@ def albor_step(overrides: list[str], micro_bs: int, variant: str) -> tuple[Calla
         "name=profile",
         "runs_dir=/tmp/albor-profile-runs",
     ]
-    if kernels != "reference":
-        ops = KERNEL_OPS if kernels == "triton" else ("linear_cross_entropy",)
-        ov.append("kernels={" + ", ".join(f"{op}: triton" for op in ops) + "}")
+    ops = {"reference": (), "mixed": ("linear_cross_entropy",), "triton": KERNEL_OPS}[kernels]
+    ov.append("kernels={" + ", ".join(f"{op}: triton" for op in ops) + "}")
     if "budget" in flags:
         ov.append("activation_memory_budget=0.5")
     trainer = Trainer(load_config("pretrain-350m", ov))

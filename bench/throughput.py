@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch._functorch import config as functorch_config
 
 sys.path.insert(0, str(Path(__file__).parent))
 import peer_plain_pytorch as peer
@@ -36,7 +37,7 @@ KERNEL_OPS = ("rmsnorm", "apply_rope", "swiglu", "linear_cross_entropy")
 
 def run_peer(micro_bs: int, steps: int) -> dict:
     # The trainer sets this compiler-global knob; the peer compiles with the default.
-    torch._functorch.config.activation_memory_budget = 1.0
+    functorch_config.activation_memory_budget = 1.0
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         peer.run(True, micro_bs, steps=steps)
@@ -56,9 +57,8 @@ def run_albor(overrides: list[str], micro_bs: int, steps: int, warmup: int, kern
         "name=bench",
         "runs_dir=/tmp/albor-bench-runs",
     ]
-    if kernels != "reference":
-        ops = KERNEL_OPS if kernels == "triton" else ("linear_cross_entropy",)
-        overrides.append("kernels={" + ", ".join(f"{op}: triton" for op in ops) + "}")
+    ops = {"reference": (), "mixed": ("linear_cross_entropy",), "triton": KERNEL_OPS}[kernels]
+    overrides.append("kernels={" + ", ".join(f"{op}: triton" for op in ops) + "}")
     cfg = load_config("pretrain-350m", overrides)
     torch.cuda.reset_peak_memory_stats()
     trainer = Trainer(cfg)

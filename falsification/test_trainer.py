@@ -13,10 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from torch._dynamo.eval_frame import _debug_get_cache_entry_list
 
 from albor import checkpoint as ckpt
 from albor.contracts import tolerance
 from albor.contracts.load import ROOT
+from albor.model import Decoder
 from albor.optim import lr_at
 from albor.testing import rel_err
 from albor.train import preflight
@@ -199,3 +201,14 @@ def test_memory_budget_recomputes_the_same_steps(small_data: Path, tmp_path: Pat
         assert abs(loss_a - loss_b) <= tol * abs(loss_a) and abs(gn_a - gn_b) <= tol * abs(gn_a), (steps_a, steps_b)
     for name, w in weights_a.items():
         assert rel_err(weights_b[name], w) <= tolerance("TRAIN-009", "weights"), name
+
+
+@pytest.mark.claim("TRAIN-010")
+def test_each_compiled_run_compiles_its_own_step(small_data: Path, tmp_path: Path) -> None:
+    cfg = small_config(small_data, tmp_path / "first")
+    earlier = Decoder(cfg.model)
+    idx = torch.randint(0, cfg.model.vocab_size, (2, 9), generator=torch.Generator().manual_seed(5))
+    torch.compile(earlier, backend="aot_eager")(idx, idx, reduction="sum")
+    assert _debug_get_cache_entry_list(Decoder.forward.__code__), "the earlier step should be cached"
+    Trainer(small_config(small_data, tmp_path / "second", compile=True, activation_memory_budget=0.5))
+    assert not _debug_get_cache_entry_list(Decoder.forward.__code__), "the new run would reuse the earlier step"

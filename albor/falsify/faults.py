@@ -58,6 +58,7 @@ FAULTS: dict[str, Fault] = {
         Fault("resume_trusts_metrics_lines", "ALB-202", "resume parses every metrics line, a partial one too"),
         Fault("rope_tables_per_forward", "ALB-203", "the decoder rebuilds its RoPE tables in float64 in every forward"),
         Fault("kernel_breaks_graph", "ALB-204", "the RMSNorm kernel's launch breaks the compiled graph"),
+        Fault("compiled_step_reused", "ALB-205", "a compiled run reuses a step compiled earlier in the process"),
         Fault("tokenizer_collapses_whitespace", "ALB-036", "the tokenizer normalizes runs of spaces and tabs to one"),
         Fault("cursor_position_not_restored", "ALB-120", "a restored data cursor starts again from step 0"),
         Fault("cursor_skips_epoch_at_boundary", "ALB-120", "the cursor jumps an epoch at each epoch boundary"),

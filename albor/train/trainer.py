@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch._functorch import config as functorch_config
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
@@ -114,8 +115,12 @@ class Trainer:
         if self.dist.active:
             self.train_model = DistributedDataParallel(self.model)
         if cfg.compile:
+            # A step compiled earlier in this process for a model of the same structure would be reused,
+            # with that run's memory budget: every run compiles its own (ALB-205).
+            if not faults.active("compiled_step_reused"):
+                torch._dynamo.reset()
             # AOTAutograd reads it when the step is first compiled, to choose what to recompute.
-            torch._functorch.config.activation_memory_budget = cfg.activation_memory_budget
+            functorch_config.activation_memory_budget = cfg.activation_memory_budget
             self.train_model = torch.compile(self.train_model)
         self.bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
         self.params = [p for p in self.model.parameters() if p.requires_grad]
