@@ -38,9 +38,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, str(Path(__file__).parent))
 import peer_plain_pytorch as peer
-from throughput import KERNEL_OPS
+from throughput import albor_config, peer_compiler_defaults
 
-from albor.train.config import load_config
 from albor.train.trainer import PEAK_TFLOPS, Trainer
 
 KINDS = (
@@ -127,6 +126,7 @@ def timed(step: Callable[[], None], steps: int, warmup: int) -> float:
 
 def peer_step(micro_bs: int, fp8: bool) -> tuple[Callable[[], None], int, float]:
     """The peer's model and step exactly as ``peer_plain_pytorch.run`` builds them."""
+    peer_compiler_defaults()
     torch.manual_seed(0)
     m = peer.GPT().cuda()
     if fp8:
@@ -153,21 +153,7 @@ def peer_step(micro_bs: int, fp8: bool) -> tuple[Callable[[], None], int, float]
 def albor_step(overrides: list[str], micro_bs: int, variant: str) -> tuple[Callable[[], None], int, float]:
     kernels = variant.split("-")[1]
     flags = set(variant.split("-")[2:])
-    ov = [
-        *overrides,
-        f"micro_batch={micro_bs}",
-        "grad_accum=1",
-        "optim.max_steps=100",
-        "optim.warmup_steps=1",
-        "compile=true",
-        "name=profile",
-        "runs_dir=/tmp/albor-profile-runs",
-    ]
-    ops = {"reference": (), "mixed": ("linear_cross_entropy",), "triton": KERNEL_OPS}[kernels]
-    ov.append("kernels={" + ", ".join(f"{op}: triton" for op in ops) + "}")
-    if "budget" in flags:
-        ov.append("activation_memory_budget=0.5")
-    trainer = Trainer(load_config("pretrain-350m", ov))
+    trainer = Trainer(albor_config(overrides, micro_bs, 100, kernels, 0.5 if "budget" in flags else 1.0))
     if "random" in flags:
         rng = np.random.default_rng(0)
         trainer.train_windows = rng.integers(0, 32768, trainer.train_windows.shape, dtype=np.int64).astype(np.uint16)

@@ -29,15 +29,39 @@ from torch._functorch import config as functorch_config
 sys.path.insert(0, str(Path(__file__).parent))
 import peer_plain_pytorch as peer
 
-from albor.train.config import load_config
+from albor.train.config import TrainConfig, load_config
 from albor.train.trainer import PEAK_TFLOPS, Trainer
 
 KERNEL_OPS = ("rmsnorm", "apply_rope", "swiglu", "linear_cross_entropy")
 
 
-def run_peer(micro_bs: int, steps: int) -> dict:
-    # The trainer sets this compiler-global knob; the peer compiles with the default.
+def peer_compiler_defaults() -> None:
+    """Undo the compiler-global knob a trainer sets, so that the peer compiles with the default."""
     functorch_config.activation_memory_budget = 1.0
+
+
+def albor_config(overrides: list[str], micro_bs: int, max_steps: int, kernels: str, budget: float) -> TrainConfig:
+    """The pretrain-350m config of one bench stack: ``kernels`` is reference, mixed or triton."""
+    ops = {"reference": (), "mixed": ("linear_cross_entropy",), "triton": KERNEL_OPS}[kernels]
+    return load_config(
+        "pretrain-350m",
+        [
+            *overrides,
+            f"micro_batch={micro_bs}",
+            "grad_accum=1",
+            f"optim.max_steps={max_steps}",
+            "optim.warmup_steps=1",
+            "compile=true",
+            f"activation_memory_budget={budget}",
+            "kernels={" + ", ".join(f"{op}: triton" for op in ops) + "}",
+            "name=bench",
+            "runs_dir=/tmp/albor-bench-runs",
+        ],
+    )
+
+
+def run_peer(micro_bs: int, steps: int) -> dict:
+    peer_compiler_defaults()
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         peer.run(True, micro_bs, steps=steps)
@@ -46,20 +70,7 @@ def run_peer(micro_bs: int, steps: int) -> dict:
 
 
 def run_albor(overrides: list[str], micro_bs: int, steps: int, warmup: int, kernels: str, budget: float) -> dict:
-    overrides = [
-        *overrides,
-        f"micro_batch={micro_bs}",
-        "grad_accum=1",
-        f"optim.max_steps={steps + warmup + 1}",
-        "optim.warmup_steps=1",
-        "compile=true",
-        f"activation_memory_budget={budget}",
-        "name=bench",
-        "runs_dir=/tmp/albor-bench-runs",
-    ]
-    ops = {"reference": (), "mixed": ("linear_cross_entropy",), "triton": KERNEL_OPS}[kernels]
-    overrides.append("kernels={" + ", ".join(f"{op}: triton" for op in ops) + "}")
-    cfg = load_config("pretrain-350m", overrides)
+    cfg = albor_config(overrides, micro_bs, steps + warmup + 1, kernels, budget)
     torch.cuda.reset_peak_memory_stats()
     trainer = Trainer(cfg)
     trainer.model.train()

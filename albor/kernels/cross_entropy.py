@@ -115,7 +115,7 @@ def _(
     return (
         loss,
         torch.empty_like(hidden) if grad_h else hidden.new_empty(0),
-        (torch.empty_like(weight) if grad_w else weight.new_empty(0)),
+        torch.empty_like(weight) if grad_w else weight.new_empty(0),
     )
 
 
