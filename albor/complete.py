@@ -20,8 +20,8 @@ from albor.checkpoint import CheckpointError
 from albor.generate import Sampling, default_device, encode, fim_prompt, load, stream_text
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m albor.complete", description=__doc__.split("\n")[0])
+def parse_args(argv: list[str] | None, prog: str = "python -m albor.complete") -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     p.add_argument("prompt", nargs="?", help="text to complete (leave out with --prefix/--suffix)")
     p.add_argument("--checkpoint", type=Path, required=True, help="checkpoint dir or run dir")
     p.add_argument("--prefix", help="FIM: the code before the hole")
@@ -40,8 +40,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m albor.complete") -> int:
+    args = parse_args(argv, prog)
     warnings.formatwarning = lambda message, *_a, **_k: f"warning: {message}\n"
     try:
         sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed)

@@ -40,7 +40,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import peer_plain_pytorch as peer
 from throughput import albor_config, peer_compiler_defaults
 
-from albor.train.trainer import PEAK_TFLOPS, Trainer
+from albor.hardware import card_name, peak_tflops
+from albor.train.trainer import Trainer
 
 KINDS = (
     ("attention", ("flash", "fmha", "sdpa", "cudnn")),
@@ -203,7 +204,7 @@ def main() -> None:
                 "variant": v,
                 "micro_bs": mb,
                 "tok_s": round(tokens / dt),
-                "mfu": round(tokens / dt * fpt / (PEAK_TFLOPS * 1e12), 4),
+                "mfu": round(tokens / dt * fpt / (peak_tflops(card_name()) * 1e12), 4),
                 "ms_per_step": round(dt * 1e3, 2),
                 "peak_mem_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2),
                 "build_and_run_s": round(time.perf_counter() - t0, 1),

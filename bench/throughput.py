@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import peer_plain_pytorch as peer
 
 from albor.train.config import TrainConfig, load_config
-from albor.train.trainer import PEAK_TFLOPS, Trainer
+from albor.train.trainer import Trainer
 
 KERNEL_OPS = ("rmsnorm", "apply_rope", "swiglu", "linear_cross_entropy")
 
@@ -87,7 +87,8 @@ def run_albor(overrides: list[str], micro_bs: int, steps: int, warmup: int, kern
         "micro_bs": micro_bs,
         "params": cfg.model.n_params(),
         "tok_s": round(tok_s),
-        "mfu": round(tok_s * trainer.flops_per_token / (PEAK_TFLOPS * 1e12), 4),
+        "mfu": round(trainer.mfu(tok_s)[0], 4),
+        "mfu_with_head": round(trainer.mfu(tok_s)[1], 4),
         "peak_mem_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2),
         "last_loss": round(losses[-1], 4),
     }

@@ -13,6 +13,13 @@ import torch
 
 from albor.data import prepare
 from albor.data.synthetic import clean_repos, write_repos
+from falsification.settings import MARKERS
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # An installed battery runs without the checkout's pyproject.toml, which registers these too.
+    for marker in MARKERS:
+        config.addinivalue_line("markers", marker)
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,6 @@ from torch._dynamo.eval_frame import _debug_get_cache_entry_list
 
 from albor import checkpoint as ckpt
 from albor.contracts import tolerance
-from albor.contracts.load import ROOT
 from albor.model import Decoder
 from albor.optim import lr_at
 from albor.testing import rel_err
@@ -95,9 +94,9 @@ def test_sigkill_then_resume_is_bitwise_identical(small_data: Path, tmp_path: Pa
     cfg_path.write_text(small_config(small_data, tmp_path / "cut").to_yaml())
     cmd = [sys.executable, "-m", "albor.train", "--config", str(cfg_path), "--preflight", "off"]
     env = {**os.environ, "ALBOR_CRASH_AT": f"{point}:{kill_at}"}
-    killed = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    killed = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
     assert killed.returncode == -9, f"expected SIGKILL at {point}:{kill_at}: {killed.stderr[-2000:]}"
-    resumed = subprocess.run([*cmd, "--resume"], cwd=ROOT, capture_output=True, text=True, check=False)
+    resumed = subprocess.run([*cmd, "--resume"], cwd=tmp_path, capture_output=True, text=True, check=False)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     _assert_same_run(ref, tmp_path / "cut" / "default")
 
@@ -149,9 +148,15 @@ def test_alert_stops_with_final_checkpoint(small_data: Path, tmp_path: Path, cau
 
 @pytest.mark.claim("TRAIN-006")
 def test_preflight_failure_refuses_and_names_claims(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = preflight.run_battery
-    monkeypatch.setattr(preflight, "run_battery", lambda out, fast: real(out, fast, ["falsification/test_rope.py"]))
-    # The narrowed battery must not include this module, or it would start itself again.
+    real = preflight.battery_command
+
+    def rope_only(xml: Path, fast: bool = True) -> list[str]:
+        # The narrowed battery must not include this module, or it would start itself again.
+        cmd = real(xml, fast)
+        where = str(preflight.battery_dir())
+        return [f"{where}/test_rope.py" if arg == where else arg for arg in cmd]
+
+    monkeypatch.setattr(preflight, "battery_command", rope_only)
     monkeypatch.setenv("ALBOR_FAULTS", "rope_disabled")
     with pytest.raises(preflight.PreflightFailed, match="ROPE-00"):
         preflight.run_preflight(tmp_path, enabled=True)
@@ -173,7 +178,7 @@ def test_two_ranks_equal_one_rank_accumulating(small_data: Path, tmp_path: Path)
     base = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     for nproc, cfg in ((1, one), (2, two)):
         cmd = [*base, f"--nproc_per_node={nproc}", "-m", "albor.train", "--config", str(cfg), "--preflight", "off"]
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+        proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, check=False)
         assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = _losses(tmp_path / "one" / "default"), _losses(tmp_path / "two" / "default")
     assert [s for s, _, _ in a] == [s for s, _, _ in b]
@@ -212,3 +217,21 @@ def test_each_compiled_run_compiles_its_own_step(small_data: Path, tmp_path: Pat
     assert _debug_get_cache_entry_list(Decoder.forward.__code__), "the earlier step should be cached"
     Trainer(small_config(small_data, tmp_path / "second", compile=True, activation_memory_budget=0.5))
     assert not _debug_get_cache_entry_list(Decoder.forward.__code__), "the new run would reuse the earlier step"
+
+
+@pytest.mark.claim("TRAIN-011")
+def test_init_from_starts_from_the_checkpoint_with_a_fresh_optimizer(small_data: Path, tmp_path: Path) -> None:
+    base = Trainer(small_config(small_data, tmp_path / "base"))
+    base.fit()
+    tuned = Trainer(small_config(small_data, tmp_path / "tuned", init_from=str(base.run_dir)))
+    saved = _weights(base.run_dir)
+    for name, value in tuned.model.state_dict().items():
+        if name in saved:
+            assert torch.equal(value, saved[name]), f"{name} is not the checkpoint's"
+    assert tuned.step == 0 and not tuned.optimizer.state, "a fine-tune starts at step 0 with an empty optimizer"
+    latest = base.ckpt_root / "latest" / "tokenizer.json"
+    assert tuned.cfg.data.tokenizer == latest.resolve() and tuned.tokenizer_path.read_bytes() == latest.read_bytes()
+    m = tuned.train_step()
+    assert m.step == 1 and m.lr == lr_at(0, tuned.cfg.optim)
+    with pytest.raises(ValueError, match=r"model\.n_layers: 2 there, 3 here"):
+        Trainer(small_config(small_data, tmp_path / "other", init_from=str(base.run_dir), **{"model.n_layers": 3}))

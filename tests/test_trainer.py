@@ -1,12 +1,18 @@
-"""Unit tests of the trainer's configuration: bad values are refused with the field named (a ValueError)."""
+"""Unit tests of the trainer: bad config values are refused with the field named (a ValueError), and the
+optional TensorBoard logger writes what metrics.jsonl holds."""
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 
 import pytest
+import yaml
 
-from albor.train.config import load_config
+import falsification
+from albor.train.config import build_config, load_config
+from albor.train.trainer import Trainer
 
 
 @pytest.mark.parametrize("budget", ["0", "-0.5", "1.5"])
@@ -28,3 +34,20 @@ def test_activation_memory_budget_is_kept() -> None:
 def test_vocab_mismatch_names_both_fields() -> None:
     with pytest.raises(ValueError, match=r"model.vocab_size \(32768\) must equal data.vocab_size \(8192\)"):
         load_config("pretrain-350m", ["data.vocab_size=8192"])
+
+
+def test_tensorboard_logger_writes_every_metric_beside_the_jsonl(small_data: Path, tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    base = yaml.safe_load((Path(falsification.__file__).parent / "trainer-test.yaml").read_text())
+    base["data"] |= {"out": str(small_data)}
+    cfg = build_config(base, [f"runs_dir={tmp_path}", "logger=tensorboard", "optim.max_steps=4"])
+    trainer = Trainer(cfg)
+    trainer.fit()
+    trainer.close()
+    events = EventAccumulator(str(trainer.run_dir / "tensorboard"))
+    events.Reload()
+    logged = [json.loads(line) for line in (trainer.run_dir / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in logged if r["kind"] == "train"]
+    assert [e.value for e in events.Scalars("train/loss")] == pytest.approx([r["loss"] for r in train])
+    assert [e.step for e in events.Scalars("eval/val_ppl")] == [r["step"] for r in logged if r["kind"] == "eval"]

@@ -9,11 +9,11 @@ from pathlib import Path
 from albor.contracts.check import check
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m albor.contracts", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("check", help="validate contracts and gaps, and that their falsifiers exist and pass")
-    p.add_argument("--results", type=Path, nargs="+", help="JUnit XML of battery runs: each falsifier must pass")
+def check_main(argv: list[str] | None = None, prog: str = "python -m albor.contracts check") -> int:
+    parser = argparse.ArgumentParser(
+        prog=prog, description="validate contracts and gaps, and that their falsifiers exist and pass"
+    )
+    parser.add_argument("--results", type=Path, nargs="+", help="JUnit XML of battery runs: each falsifier must pass")
     args = parser.parse_args(argv)
     for path in args.results or []:
         if not path.is_file():
@@ -24,6 +24,14 @@ def main(argv: list[str] | None = None) -> int:
     counts = ", ".join(f"{v} {k}" for k, v in report.counts.items())
     print(f"{'FAILED' if report.problems else 'OK'}: {counts}; {len(report.problems)} problem(s)")
     return 1 if report.problems else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] != ["check"]:
+        print("usage: python -m albor.contracts check [--results JUNIT ...]", file=sys.stderr)
+        return 2
+    return check_main(args[1:])
 
 
 if __name__ == "__main__":

@@ -17,8 +17,7 @@ from albor.contracts.schema import Contract
 from albor.falsify.faults import FAULTS
 from albor.falsify.junit import cases_of, falsifier_status, load_results
 from albor.gaps import Gap, load_gap
-
-GAPS_DIR = ROOT / "gaps"
+from albor.verify.layout import GAPS_DIR
 
 
 @dataclass

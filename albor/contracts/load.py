@@ -9,9 +9,9 @@ import torch
 
 from albor.config import load_model_file
 from albor.contracts.schema import Contract, Obligation
+from albor.verify.layout import CONTRACTS_DIR, ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
-CONTRACTS_DIR = ROOT / "contracts"
+__all__ = ["CONTRACTS_DIR", "ROOT", "load_contract", "load_contracts", "obligation", "tolerance"]
 
 
 def load_contract(path: Path) -> Contract:

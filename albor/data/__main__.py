@@ -1,6 +1,8 @@
-"""``python -m albor.data {corpus,tokenizer,pack,prepare}``: the pipeline's stages from the command line.
+"""``albor data {corpus,tokenizer,pack,prepare} [field=value ...]``: the pipeline's stages.
 
-Every ``DataConfig`` field is a flag (``--vocab-size 8192``); ``--out`` defaults to ``default_data_dir``.
+Every ``DataConfig`` field is set with the same override grammar as ``albor train`` (there as
+``data.field=value``): ``albor data prepare source=~/my-code license_policy=any vocab_size=8192``.
+``out`` defaults to a cache folder named by vocab_size, seq_len, seed and a hash of the rest.
 """
 
 from __future__ import annotations
@@ -8,80 +10,65 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import types
-import typing
 from pathlib import Path
-from typing import Any
 
-from pydantic import ValidationError
-
+from albor.config import commented_yaml
+from albor.config.errors import ConfigError
+from albor.config.overrides import GRAMMAR, apply_overrides, validate
 from albor.data.config import DataConfig
 from albor.data.corpus import build_corpus
 from albor.data.packing import pack
 from albor.data.prepare import default_data_dir, prepare_config, summary
 from albor.data.tokenizer import build_tokenizer
 
-
-def _parse(annotation: Any) -> Any:
-    """An argparse ``type`` for a field annotation; ``none`` reads as None where the field allows it."""
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    optional = typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1
-    base = args[0] if optional else annotation
-    if typing.get_origin(base) is typing.Literal:
-        base = str
-
-    def convert(text: str) -> Any:
-        return None if optional and text.lower() == "none" else base(text)
-
-    return convert
+STAGES = {
+    "corpus": "harvest, filter, dedup and split the source into <out>/corpus",
+    "tokenizer": "train the ByteLevel BPE on the train split into <out>/tokenizer.json",
+    "pack": "FIM, tokenize and pack into <out>/tokens and <out>/manifest.json",
+    "prepare": "all three stages, reusing an output of the same configuration",
+}
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m albor.data", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="stage", required=True)
-    help_of = {
-        "corpus": "harvest, filter, dedup and split the source into <out>/corpus",
-        "tokenizer": "train the ByteLevel BPE on the train split into <out>/tokenizer.json",
-        "pack": "FIM, tokenize and pack into <out>/tokens and <out>/manifest.json",
-        "prepare": "all three stages, reusing an output of the same configuration",
-    }
-    for stage, text in help_of.items():
-        sp = sub.add_parser(stage, help=text, description=text)
-        for name, field in DataConfig.model_fields.items():
-            flag = "--" + name.replace("_", "-")
-            kind = (
-                {"action": argparse.BooleanOptionalAction}
-                if field.annotation is bool
-                else {"type": _parse(field.annotation)}
-            )
-            sp.add_argument(flag, default=argparse.SUPPRESS, help=field.description, **kind)
+def parser(prog: str) -> argparse.ArgumentParser:
+    fields = commented_yaml(DataConfig())
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description=__doc__,
+        epilog=f"fields (defaults, and what each means):\n{fields}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("stage", choices=list(STAGES), help="; ".join(f"{k}: {v}" for k, v in STAGES.items()))
+    p.add_argument("overrides", nargs="*", metavar="field=value", help=GRAMMAR)
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = vars(parser().parse_args(argv))
-    stage = args.pop("stage")
+def main(argv: list[str] | None = None, prog: str = "python -m albor.data") -> int:
+    args = parser(prog).parse_intermixed_args(argv)
     try:
-        cfg = DataConfig(**args)
-    except ValidationError as e:
-        print(f"error: invalid option:\n{e}", file=sys.stderr)
+        cfg = validate(DataConfig, apply_overrides({}, args.overrides))
+    except ConfigError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
         return 2
-    out = cfg.out or default_data_dir(cfg.vocab_size, cfg.seq_len, cfg.seed)
+    if args.print_config:
+        print(commented_yaml(cfg), end="")
+        return 0
+    out = cfg.out or default_data_dir(cfg)
     t = time.perf_counter()
     try:
-        if stage == "corpus":
+        if args.stage == "corpus":
             print(build_corpus(cfg, out).format())
-        elif stage == "tokenizer":
+        elif args.stage == "tokenizer":
             print(f"tokenizer: wrote {build_tokenizer(cfg, out)}")
-        elif stage == "pack":
+        elif args.stage == "pack":
             manifest = pack(cfg, out)
             print(summary(manifest, {"pack": time.perf_counter() - t}))
         else:
             prepare_config(cfg.model_copy(update={"out": out}))
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"{prog}: {e}", file=sys.stderr)
         return 1
-    print(f"{stage}: {time.perf_counter() - t:.1f} s, output in {Path(out)}")
+    print(f"{args.stage}: {time.perf_counter() - t:.1f} s, output in {Path(out)}")
     return 0
 
 

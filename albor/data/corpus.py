@@ -154,7 +154,13 @@ def build_corpus(cfg: DataConfig, out: Path) -> CorpusReport:
     h = harvest(cfg)
     report = CorpusReport(h.description, licenses=_licenses(h), capped=(h.capped_files, h.capped_bytes))
     if not h.files:
-        raise ValueError(f"empty corpus: {h.description} offers no .py file the licence policy and cap admit")
+        fix = (
+            "; for your own code, which carries no licence file, pass license_policy=any "
+            "(`albor data prepare source=... license_policy=any`, or data.license_policy=any to albor train)"
+            if cfg.license_policy == "permissive"
+            else ""
+        )
+        raise ValueError(f"empty corpus: {h.description} offers no .py file the licence policy and cap admit{fix}")
     report.stages.append(("offered", len(h.files), sum(f.size for f in h.files)))
     analysed = parallel_map(partial(analyse, cfg=cfg), h.files, [f.size for f in h.files], "corpus")
 

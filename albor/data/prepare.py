@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -16,10 +18,15 @@ from albor.data.packing import MANIFEST, Manifest, pack, verify
 from albor.data.tokenizer import build_tokenizer
 
 
-def default_data_dir(vocab_size: int, seq_len: int, seed: int) -> Path:
-    """The cache folder for the embedded default data: ``$ALBOR_CACHE/data/...``, else ``~/.cache/albor/data/...``."""
+def default_data_dir(cfg: DataConfig) -> Path:
+    """The cache folder of ``cfg``'s data: ``$ALBOR_CACHE/data/...``, else ``~/.cache/albor/data/...``.
+
+    Its name carries a hash of every field that shapes the data, so two configurations never share
+    (or rebuild) one folder.
+    """
     root = Path(os.environ["ALBOR_CACHE"]) if os.environ.get("ALBOR_CACHE") else Path.home() / ".cache" / "albor"
-    return root / "data" / f"vocab{vocab_size}-seq{seq_len}-seed{seed}"
+    digest = hashlib.sha256(json.dumps(cfg.fingerprint_fields(), sort_keys=True).encode()).hexdigest()[:10]
+    return root / "data" / f"vocab{cfg.vocab_size}-seq{cfg.seq_len}-seed{cfg.seed}-{digest}"
 
 
 @contextmanager
@@ -72,7 +79,7 @@ def summary(manifest: Manifest, seconds: dict[str, float], stage_bytes: dict[str
 
 def prepare_config(cfg: DataConfig) -> Path:
     """Build (or reuse) the data directory ``cfg`` describes; returns it."""
-    out = Path(cfg.out) if cfg.out is not None else default_data_dir(cfg.vocab_size, cfg.seq_len, cfg.seed)
+    out = Path(cfg.out) if cfg.out is not None else default_data_dir(cfg)
     with _locked(out):
         if cached(cfg, out) is not None:
             print(f"data: reusing {out}")
@@ -105,7 +112,7 @@ def prepare(
 ) -> Path:
     """Run corpus, tokenizer and pack into ``out`` and return it; an existing output of the same
     configuration that still verifies is reused. ``source=None`` is the embedded default; ``options``
-    are the other ``DataConfig`` fields; ``out=None`` is ``default_data_dir(vocab_size, seq_len, seed)``.
+    are the other ``DataConfig`` fields; ``out=None`` is ``default_data_dir(cfg)``.
     """
     cfg = DataConfig(
         source=None if source is None else str(source),

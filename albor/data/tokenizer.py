@@ -152,7 +152,17 @@ def decode(tok: Tokenizer, ids: Sequence[int]) -> str:
 
 
 def build_tokenizer(cfg: DataConfig, out: Path) -> Path:
-    """Run the tokenizer stage: train on the train split of ``out``'s corpus, write ``out/tokenizer.json``."""
+    """Run the tokenizer stage into ``out/tokenizer.json``: train on the train split of ``out``'s corpus,
+    or copy ``cfg.tokenizer`` when one is given (a fine-tune keeps its base model's ids)."""
     path = out / "tokenizer.json"
-    save_tokenizer(train_tokenizer(read_corpus(out, "train"), cfg.vocab_size), path)
+    if cfg.tokenizer is None:
+        tok = train_tokenizer(read_corpus(out, "train"), cfg.vocab_size)
+    else:
+        tok = load_tokenizer(cfg.tokenizer)
+        if tok.get_vocab_size() > cfg.vocab_size:
+            raise ValueError(
+                f"data.tokenizer: {cfg.tokenizer} has {tok.get_vocab_size()} ids, more than "
+                f"data.vocab_size={cfg.vocab_size}"
+            )
+    save_tokenizer(tok, path)
     return path

@@ -34,8 +34,8 @@ def _count_or_all(text: str) -> int | str:
     return text if text == "all" else int(text)
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m albor.eval", description=__doc__.split("\n")[0])
+def parse_args(argv: list[str] | None, prog: str = "python -m albor.eval") -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
 
     ppl = sub.add_parser("perplexity", help="token-mean CE and val_ppl on the val split")
@@ -125,8 +125,8 @@ def _selfcheck(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m albor.eval") -> int:
+    args = parse_args(argv, prog)
     warnings.formatwarning = lambda message, *_a, **_k: f"warning: {message}\n"
     command = {"perplexity": _perplexity, "humaneval": _humaneval, "selfcheck": _selfcheck}[args.command]
     try:

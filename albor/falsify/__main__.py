@@ -51,8 +51,8 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m albor.falsify", description=__doc__)
+def _parser(prog: str) -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("battery", help="run pytest falsification/ and record card, date and results")
     b.add_argument("--out", type=Path, default=LOCAL_RESULTS)
@@ -64,11 +64,36 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--junit", type=Path, nargs="+", help="battery results; the battery runs here when absent")
     r.add_argument("--mutants", type=Path, default=MUTANTS_JSON, help="mutant summary; run when absent")
     r.add_argument("--out", type=Path, default=LOCAL_RESULTS / "report.json")
-    args = parser.parse_args(argv)
+    return parser, {"battery": b, "mutants": m, "report": r}
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "battery":
         xml = run_battery(args.out, fast=not args.all, extra=args.pytest_args)
         return json.loads(xml.with_suffix(".json").read_text())["exit_code"]
     return _mutants(args) if args.command == "mutants" else _report(args)
+
+
+def _one(command: str, argv: list[str] | None, prog: str) -> int:
+    _, subs = _parser("python -m albor.falsify")
+    sub = subs[command]
+    sub.prog = prog
+    args = sub.parse_args(argv)
+    args.command = command
+    return _run(args)
+
+
+def mutants_main(argv: list[str] | None = None, prog: str = "python -m albor.falsify mutants") -> int:
+    return _one("mutants", argv, prog)
+
+
+def report_main(argv: list[str] | None = None, prog: str = "python -m albor.falsify report") -> int:
+    return _one("report", argv, prog)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, _ = _parser("python -m albor.falsify")
+    return _run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import io
-import json
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from albor.io import write_bytes_atomic
+from albor.plot import panels_of, plot, read_metrics
 from albor.spec.layout import Layout
 from albor.spec.results import load_json
 
@@ -50,28 +47,6 @@ class Run:
     def last_step(self) -> int | None:
         steps = [r["step"] for r in self.train + self.evals]
         return max(steps) if steps else None
-
-
-def read_metrics(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Train and eval records; a last line without its newline is a write in progress and is left out."""
-    if not path.is_file():
-        return [], []
-    text = path.read_text()
-    lines = text.split("\n")
-    if not text.endswith("\n"):
-        lines = lines[:-1]
-    train, evals = [], []
-    for no, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{no}: not a JSON object: {e}") from e
-        if not isinstance(rec, dict) or "step" not in rec:
-            raise ValueError(f"{path}:{no}: a metrics record needs a 'step' field")
-        {"train": train, "eval": evals}.get(rec.get("kind"), []).append(rec)
-    return train, evals
 
 
 def _checkpoints(directory: Path) -> list[Checkpoint]:
@@ -122,55 +97,6 @@ def load_runs(layout: Layout) -> list[Run]:
     return runs
 
 
-PANELS = [
-    ("loss", "loss"),
-    ("val_ppl", "validation perplexity"),
-    ("lr", "learning rate"),
-    ("grad_norm", "gradient norm (before clipping)"),
-    ("tok_s", "tokens / s"),
-    ("mfu", "MFU"),
-]
-
-
-def _series(records: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
-    pts = [(r["step"], r[key]) for r in records if isinstance(r.get(key), int | float) and math.isfinite(r[key])]
-    return [p[0] for p in pts], [p[1] for p in pts]
-
-
 def plot_run(run: Run, png: Path) -> None:
     """One PNG: loss, val_ppl, lr, grad norm and tok/s (and MFU when recorded) against step."""
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    panels = [p for p in PANELS if p[0] != "mfu" or _series(run.train, "mfu")[0]]
-    rows = math.ceil(len(panels) / 2)
-    fig = Figure(figsize=(10, 2.6 * rows), dpi=100, layout="constrained")
-    for i, (key, title) in enumerate(panels):
-        ax = fig.add_subplot(rows, 2, i + 1)
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("step", fontsize=9)
-        ax.tick_params(labelsize=8)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-        if key == "loss":
-            ax.plot(*_series(run.train, "loss"), lw=1, label="train")
-            if run.evals:
-                ax.plot(*_series(run.evals, "val_loss"), "o-", ms=3, lw=1, label="validation")
-            ax.legend(fontsize=8)
-        else:
-            ax.plot(
-                *_series(run.evals if key == "val_ppl" else run.train, key),
-                "o-" if key == "val_ppl" else "-",
-                ms=3,
-                lw=1,
-            )
-        ys = ax.get_lines()[0].get_ydata()
-        if key in ("val_ppl", "grad_norm") and len(ys) and min(ys) > 0 and max(ys) / min(ys) > 20:
-            ax.set_yscale("log")
-        elif key == "lr":
-            ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
-        if not len(ys):
-            ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes, color="grey")
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    write_bytes_atomic(png, buf.getvalue())
+    plot(run.train, run.evals, png, panels_of(run.train))

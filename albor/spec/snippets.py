@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from importlib import resources
-
 from albor.config import load_model_config
+from albor.config import presets as model_presets
 from albor.spec.book import Book
 from albor.spec.myst import badge, code, esc, percent, ref, table
 
@@ -20,10 +19,8 @@ def _millions(n: int) -> str:
 
 
 def presets() -> str:
-    """A table of every model preset shipped in ``albor/configs/models/``, smallest first."""
-    models = resources.files("albor") / "configs" / "models"
-    names = [p.name.removesuffix(".yaml") for p in models.iterdir() if p.name.endswith(".yaml")]
-    cfgs = sorted((load_model_config(n) for n in names), key=lambda c: c.n_params())
+    """A table of every model preset shipped in ``albor/config/presets/models/``, smallest first."""
+    cfgs = sorted((load_model_config(n) for n in model_presets("models")), key=lambda c: c.n_params())
     rows = [
         [
             code(c.name),

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from albor.config import ModelConfig, OptimConfig, Strict, load_model_config, load_yaml, preset_path
+from albor.config import ModelConfig, OptimConfig, Strict, commented_yaml, load_model_config, load_yaml, preset_path
+from albor.config.overrides import parse_overrides, set_dotted, validate
 from albor.data.config import DataConfig
 from albor.ops.dispatch import OPS, Backend
 
@@ -16,36 +18,48 @@ from albor.ops.dispatch import OPS, Backend
 class TrainConfig(Strict):
     """Everything a training run needs; saved as config.yaml in the run and in every checkpoint."""
 
-    name: str = Field(default="default", pattern=r"^[\w.-]+$")
-    model: ModelConfig
+    name: str = Field(default="default", pattern=r"^[\w.-]+$", description="the run lives in runs_dir/name")
+    model: ModelConfig = Field(description="a model preset (tiny, 50m, 125m, 350m) or its fields")
     data: DataConfig
     optim: OptimConfig
-    micro_batch: int = Field(default=8, gt=0)
-    grad_accum: int = Field(default=1, gt=0)
+    init_from: Path | None = Field(
+        default=None,
+        description="start from this checkpoint's (or run's) weights with a fresh optimizer and step 0 (fine-tuning)",
+    )
+    micro_batch: int = Field(default=8, gt=0, description="windows per forward/backward on each rank")
+    grad_accum: int = Field(default=1, gt=0, description="micro-batches accumulated into one optimizer step")
     epochs: int = Field(default=1, gt=0, description="epochs over the train split the schedule may use")
-    seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = Field(default=0, description="seeds the weights and the data order")
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: CUDA when a GPU is visible")
     precision: Literal["auto", "fp32", "bf16"] = Field(default="auto", description="auto: bf16 on CUDA, fp32 on CPU")
-    compile: bool = False
+    compile: bool = Field(default=False, description="torch.compile the training step")
     activation_memory_budget: float = Field(
         default=1.0,
         gt=0,
         le=1,
         description="compiled runs: the share of activations the step may keep; below 1 recomputes the rest",
     )
-    kernels: dict[str, Backend] = Field(default_factory=dict, description="backend per op; unnamed ops: reference")
-    allow_kernel_fallback: bool = False
-    deterministic: bool = False
-    eval_every: int = Field(default=100, gt=0)
-    eval_windows: int = Field(default=64, gt=0)
-    checkpoint_every: int = Field(default=100, gt=0)
-    keep_last: int = Field(default=3, gt=0)
-    alert_loss: float = Field(default=10.0, gt=0)
-    alert_grad_norm: float = Field(default=100.0, gt=0)
+    kernels: dict[str, Backend] = Field(
+        default_factory=dict, description=f"backend per op ({', '.join(OPS)}); unnamed ops: reference"
+    )
+    allow_kernel_fallback: bool = Field(
+        default=False, description="run the reference (recorded in run.json) when a kernel fails its check"
+    )
+    deterministic: bool = Field(default=False, description="torch.use_deterministic_algorithms (bitwise CUDA resume)")
+    eval_every: int = Field(default=100, gt=0, description="steps between val_ppl evaluations")
+    eval_windows: int = Field(default=64, gt=0, description="val windows each evaluation reads")
+    checkpoint_every: int = Field(default=100, gt=0, description="steps between checkpoints")
+    keep_last: int = Field(default=3, gt=0, description="checkpoints kept besides the best")
+    alert_loss: float = Field(default=10.0, gt=0, description="stop when the loss exceeds this (after alert_after)")
+    alert_grad_norm: float = Field(default=100.0, gt=0, description="stop when the grad norm exceeds this")
     alert_after: int = Field(
         default=50, ge=0, description="steps before the loss/grad-norm thresholds apply (initial loss is ln V)"
     )
-    runs_dir: Path = Path("runs")
+    logger: Literal["jsonl", "tensorboard"] = Field(
+        default="jsonl",
+        description="jsonl: metrics.jsonl; tensorboard: TensorBoard event files beside it too (extra: tensorboard)",
+    )
+    runs_dir: Path = Field(default=Path("runs"), description="folder that holds every run")
 
     @field_validator("model", mode="before")
     @classmethod
@@ -75,45 +89,24 @@ class TrainConfig(Strict):
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
-
-def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
-    node = tree
-    *parents, leaf = key.split(".")
-    for part in parents:
-        child = node.get(part)
-        if isinstance(child, str) and part == "model":
-            child = load_model_config(child).model_dump(mode="json")
-        if not isinstance(child, dict):
-            child = {}
-        node[part] = child
-        node = child
-    node[leaf] = value
-
-
-def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
-    """``a.b=value`` pairs, each value read as YAML (so numbers, booleans and lists work)."""
-    pairs = []
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"override {item!r} is not of the form field.path=value")
-        pairs.append((key, yaml.safe_load(raw) if raw else raw))
-    return pairs
+    def to_commented_yaml(self) -> str:
+        """The resolved config as YAML with every field's meaning as a comment (``--print-config``)."""
+        return commented_yaml(self)
 
 
 def build_config(base: dict[str, Any], overrides: list[str]) -> TrainConfig:
-    """Apply overrides to a config mapping and validate it; errors name the field."""
-    tree = dict(base)
+    """Apply ``a.b=value`` overrides to a config mapping and validate it; errors name the field."""
+    tree = copy.deepcopy(base)
     for key, value in parse_overrides(overrides):
-        _set_dotted(tree, key, value)
-    try:
-        return TrainConfig(**tree)
-    except ValidationError as e:
-        raise ValueError(f"invalid config:\n{e}") from e
+        # `model.n_layers=4` on a preset name edits that preset's fields.
+        if key.startswith("model.") and isinstance(tree.get("model"), str):
+            tree["model"] = load_model_config(tree["model"]).model_dump(mode="json")
+        set_dotted(tree, key, value)
+    return validate(TrainConfig, tree)
 
 
 def load_config(name_or_path: str, overrides: list[str] | None = None) -> TrainConfig:
-    """A train preset by name (default, pretrain-350m, …) or a YAML file, with ``key=value`` overrides."""
+    """A train preset by name (default, pretrain-350m, …) or a YAML file, with ``a.b=value`` overrides."""
     path = Path(name_or_path)
     if not path.suffix:
         path = preset_path("train", name_or_path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import shutil
@@ -13,17 +14,20 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from torch._functorch import config as functorch_config
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from albor import checkpoint as ckpt
+from albor.config import ModelConfig
+from albor.config.errors import ConfigError
 from albor.crash import crash_point
 from albor.data import default_data_dir, load_windows, prepare_config
 from albor.data.cursor import DataCursor
 from albor.eval.perplexity import evaluate_perplexity
 from albor.falsify import faults
-from albor.falsify.battery import card_name
+from albor.hardware import card_name, peak_tflops
 from albor.io import write_json_atomic, write_text_atomic
 from albor.kernels.host_copy import read_scalar
 from albor.model import Decoder
@@ -31,8 +35,6 @@ from albor.ops import dispatch
 from albor.optim import accumulate, build_optimizer, clip_grad_norm, count_targets, lr_at
 from albor.train import distributed, rng
 from albor.train.config import TrainConfig
-
-PEAK_TFLOPS = 989.4  # dense bf16 of an H100 SXM, the MFU denominator of the peers
 
 
 class TrainingAlert(RuntimeError):
@@ -48,11 +50,19 @@ class StepMetrics:
     tokens: int
     tok_s: float
     mfu: float | None
+    mfu_with_head: float | None
+
+
+def check_runnable(cfg: TrainConfig) -> None:
+    """Refuse, before any work, what this machine cannot run; the message names the field and the fix."""
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("`device`: cuda was asked for but no CUDA GPU is visible; use device=auto or device=cpu")
+    if cfg.logger == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError("`logger`: tensorboard needs the tensorboard package: pip install 'albor[tensorboard]'")
 
 
 def pick_device(cfg: TrainConfig) -> torch.device:
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device: cuda was asked for but no CUDA GPU is visible")
+    check_runnable(cfg)
     if cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     return torch.device("cuda")
@@ -76,10 +86,34 @@ def check_schedule_fits(n_windows: int, cfg: TrainConfig, world: int) -> None:
         )
 
 
+def with_init_source(cfg: TrainConfig) -> tuple[TrainConfig, Path | None]:
+    """For ``init_from``: its verified checkpoint, and the config with the data on that checkpoint's tokenizer.
+
+    The checkpoint's model must be the one configured; the differing fields are named otherwise.
+    """
+    if cfg.init_from is None:
+        return cfg, None
+    try:
+        found = ckpt.resolve(cfg.init_from)
+        ckpt.verify(found)
+    except ckpt.CheckpointError as e:
+        raise ConfigError(f"`init_from`: {e}") from None
+    base = ModelConfig(**yaml.safe_load((found / "config.yaml").read_text())["model"])
+    differ = [k for k in type(base).model_fields if k != "name" and getattr(base, k) != getattr(cfg.model, k)]
+    if differ:
+        pairs = ", ".join(f"model.{k}: {getattr(base, k)!r} there, {getattr(cfg.model, k)!r} here" for k in differ)
+        raise ConfigError(f"`init_from`: {found} holds another model ({pairs}); use model={base.name} or its fields")
+    if cfg.data.tokenizer is None:
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"tokenizer": found / "tokenizer.json"})})
+    return cfg, found
+
+
 class Trainer:
     """One run under ``runs_dir/name``; ``resume`` continues from its latest checkpoint that verifies."""
 
     def __init__(self, cfg: TrainConfig, resume: bool = False) -> None:
+        # On resume the run's own checkpoint holds the weights, and its config already names the tokenizer.
+        cfg, init_ckpt = (cfg, None) if resume else with_init_source(cfg)
         self.cfg = cfg
         self.device = pick_device(cfg)
         self.dist = distributed.init(self.device.type)
@@ -105,11 +139,14 @@ class Trainer:
         self.last_val: float | None = None
         self.resumed_from: int | None = None
         self._bar: tqdm | None = None
+        self._tb: Any = None  # a TensorBoard SummaryWriter when logger is tensorboard
         self._start = time.perf_counter()
         if resume:
             self._resume()
         elif ckpt.list_checkpoints(self.ckpt_root):
             raise FileExistsError(f"{self.run_dir} has checkpoints: pass --resume to continue it, or another name")
+        elif init_ckpt is not None:
+            ckpt.load_checkpoint(init_ckpt, self.model, None)
 
         self.train_model: torch.nn.Module = self.model
         if self.dist.active:
@@ -126,7 +163,12 @@ class Trainer:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.tokens_per_step = cfg.micro_batch * cfg.grad_accum * self.dist.world * cfg.data.seq_len
         m = cfg.model
+        # Two MFU bases: Albor's counts neither the embedding nor the LM head in N; the peers' counts the head.
         self.flops_per_token = 6 * m.n_params_non_embedding() + 12 * m.n_layers * m.d_model * cfg.data.seq_len
+        self.head_flops_per_token = 6 * m.vocab_size * m.d_model
+        self.card = card_name()
+        peak = peak_tflops(self.card) if self.device.type == "cuda" else None
+        self.peak_flops = peak * 1e12 if peak is not None else None
 
     def _set_kernels(self) -> dict[str, str]:
         used = {}
@@ -141,7 +183,7 @@ class Trainer:
         if self.dist.main:
             prepare_config(d)
         distributed.barrier(self.dist)
-        return Path(d.out) if d.out is not None else default_data_dir(d.vocab_size, d.seq_len, d.seed)
+        return Path(d.out) if d.out is not None else default_data_dir(d)
 
     def _new_cursor(self) -> DataCursor:
         return DataCursor(len(self.train_windows), self.cfg.micro_batch, self.cfg.seed, self.dist.rank, self.dist.world)
@@ -249,8 +291,16 @@ class Trainer:
         gn = read_scalar(grad_norm)
         dt = time.perf_counter() - t0
         tok_s = self.tokens_per_step / dt
-        mfu = tok_s * self.flops_per_token / (PEAK_TFLOPS * 1e12) if self.device.type == "cuda" else None
-        return StepMetrics(self.step, loss_v, lr, gn, self.tokens_seen, tok_s, mfu)
+        return StepMetrics(self.step, loss_v, lr, gn, self.tokens_seen, tok_s, *self.mfu(tok_s))
+
+    def mfu(self, tok_s: float) -> tuple[float | None, float | None]:
+        """MFU at ``tok_s`` on Albor's basis and with the LM head in N (the peers'); None off the peak table."""
+        if self.peak_flops is None:
+            return None, None
+        return (
+            tok_s * self.flops_per_token / self.peak_flops,
+            tok_s * (self.flops_per_token + self.head_flops_per_token) / self.peak_flops,
+        )
 
     def _check_alerts(self, m: StepMetrics) -> None:
         cfg = self.cfg
@@ -279,6 +329,11 @@ class Trainer:
     def _log(self, record: dict[str, Any]) -> None:
         with (self.run_dir / "metrics.jsonl").open("a") as f:
             f.write(json.dumps(record) + "\n")
+        if self._tb is not None:
+            for key, value in record.items():
+                if key not in ("kind", "step") and isinstance(value, int | float):
+                    self._tb.add_scalar(f"{record['kind']}/{key}", value, record["step"])
+            self._tb.flush()
 
     def _begin(self) -> None:
         if self._bar is not None:
@@ -287,6 +342,10 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             write_text_atomic(self.run_dir / "config.yaml", self.cfg.to_yaml())
             write_json_atomic(self.run_dir / "run.json", self.metadata())
+            if self.cfg.logger == "tensorboard":
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(self.run_dir / "tensorboard"))
         self._bar = tqdm(
             total=self.cfg.optim.max_steps,
             initial=self.step,
@@ -301,13 +360,25 @@ class Trainer:
         """Where and how this run trains: device, versions, kernels used and any kernel fallback."""
         return {
             "device": str(self.device),
-            "card": card_name(),
+            "card": self.card,
+            "mfu_peak_tflops": self.peak_flops / 1e12 if self.peak_flops else None,
+            "mfu_note": self._mfu_note(),
             "torch": torch.__version__,
             "world_size": self.dist.world,
             "kernels": self.kernels,
             "kernel_fallbacks": dispatch.fallbacks(),
             "resumed_from": self.resumed_from,
         }
+
+    def _mfu_note(self) -> str:
+        if self.device.type != "cuda":
+            return "no MFU on the CPU"
+        if self.peak_flops is None:
+            return f"no MFU: {self.card!r} is not in albor.hardware's table of peak rates"
+        return (
+            "mfu counts 6·N (N without embedding and LM head) + 12·L·d·T FLOPs per token; "
+            "mfu_with_head adds the LM head to N, the basis of the peers in bench/"
+        )
 
     def fit_steps(self, n: int) -> None:
         """Run ``n`` more optimizer steps, with logging, evaluation, checkpoints and alerts."""
@@ -357,4 +428,6 @@ class Trainer:
         return summary
 
     def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
         distributed.shutdown(self.dist)

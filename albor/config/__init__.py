@@ -12,6 +12,8 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from albor.config.errors import ConfigError, explain
+
 
 class Strict(BaseModel):
     """Base for configs: unknown fields are errors, assignments are validated."""
@@ -22,18 +24,18 @@ class Strict(BaseModel):
 class ModelConfig(Strict):
     """Shape of the LLaMA-style decoder."""
 
-    name: str
-    n_layers: int = Field(gt=0)
-    d_model: int = Field(gt=0)
-    n_heads: int = Field(gt=0)
-    n_kv_heads: int = Field(gt=0)
-    d_ff: int = Field(gt=0)
+    name: str = Field(description="the preset's name, kept in checkpoints and model cards")
+    n_layers: int = Field(gt=0, description="decoder blocks")
+    d_model: int = Field(gt=0, description="width of the residual stream")
+    n_heads: int = Field(gt=0, description="query heads")
+    n_kv_heads: int = Field(gt=0, description="key/value heads (grouped-query attention); divides n_heads")
+    d_ff: int = Field(gt=0, description="SwiGLU hidden width")
     vocab_size: int = Field(gt=7, description="must cover the 7 fixed special-token ids")
-    max_seq_len: int = Field(gt=0)
-    norm_eps: float = Field(default=1e-5, gt=0)
-    rope_theta: float = Field(default=10000.0, gt=1)
-    tie_embeddings: bool = False
-    init_std: float = Field(default=0.02, gt=0)
+    max_seq_len: int = Field(gt=0, description="longest sequence the RoPE tables and the KV cache hold")
+    norm_eps: float = Field(default=1e-5, gt=0, description="RMSNorm epsilon")
+    rope_theta: float = Field(default=10000.0, gt=1, description="RoPE base b of theta_i = b^(-2i/d)")
+    tie_embeddings: bool = Field(default=False, description="the LM head shares the token embedding")
+    init_std: float = Field(default=0.02, gt=0, description="std of the N(0, std) init of every matrix")
 
     @model_validator(mode="after")
     def _shapes(self) -> ModelConfig:
@@ -65,14 +67,14 @@ class ModelConfig(Strict):
 class OptimConfig(Strict):
     """AdamW, the warmup + cosine schedule, and gradient clipping."""
 
-    lr: float = Field(default=3e-4, gt=0)
-    min_lr: float = Field(default=3e-5, ge=0)
-    betas: tuple[float, float] = (0.9, 0.95)
-    eps: float = Field(default=1e-8, gt=0)
-    weight_decay: float = Field(default=0.1, ge=0)
-    warmup_steps: int = Field(default=2000, ge=0)
-    max_steps: int = Field(default=100_000, gt=0)
-    grad_clip: float = Field(default=1.0, gt=0)
+    lr: float = Field(default=3e-4, gt=0, description="peak learning rate, reached at the end of warmup")
+    min_lr: float = Field(default=3e-5, ge=0, description="learning rate the cosine ends on, at the last step")
+    betas: tuple[float, float] = Field(default=(0.9, 0.95), description="AdamW (beta1, beta2)")
+    eps: float = Field(default=1e-8, gt=0, description="AdamW epsilon")
+    weight_decay: float = Field(default=0.1, ge=0, description="decoupled weight decay of matrices (not gains)")
+    warmup_steps: int = Field(default=2000, ge=0, description="linear warmup steps")
+    max_steps: int = Field(default=100_000, gt=0, description="optimizer steps of the whole run")
+    grad_clip: float = Field(default=1.0, gt=0, description="global L2 norm the gradients are clipped to")
 
     @model_validator(mode="after")
     def _schedule(self) -> OptimConfig:
@@ -85,14 +87,38 @@ class OptimConfig(Strict):
         return self
 
 
+def commented_yaml(config: BaseModel, indent: int = 0) -> str:
+    """``config`` as block YAML with each field's description as a trailing comment; it loads back equal."""
+    lines = []
+    pad = "  " * indent
+    for name, info in type(config).model_fields.items():
+        value = getattr(config, name)
+        note = f"  # {info.description}" if info.description else ""
+        if isinstance(value, BaseModel):
+            lines.append(f"{pad}{name}:{note}")
+            lines.append(commented_yaml(value, indent + 1))
+            continue
+        text = yaml.safe_dump({name: _jsonable(value)}, default_flow_style=True, width=1 << 16).strip()
+        lines.append(f"{pad}{text.removeprefix('{').removesuffix('}')}{note}")
+    return "\n".join(lines) + ("\n" if indent == 0 else "")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
 def load_yaml(path: Path) -> dict[str, Any]:
     """Read a YAML mapping, with errors that name the file."""
     try:
         data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as e:
-        raise ValueError(f"{path}: cannot read YAML: {e}") from e
+        raise ConfigError(f"{path}: cannot read YAML: {e}") from e
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping at the top level")
+        raise ConfigError(f"{path}: expected a mapping at the top level")
     return data
 
 
@@ -105,15 +131,22 @@ def load_model_file(path: Path, cls: type[M]) -> M:
     try:
         return cls(**data)
     except ValidationError as e:
-        raise ValueError(f"{path}: {e}") from e
+        raise ConfigError(f"{path}: {explain(e, cls)}") from None
+
+
+PRESETS = Path(str(resources.files("albor.config") / "presets"))
+
+
+def presets(kind: str) -> list[str]:
+    """Names of the presets shipped in ``albor/config/presets/<kind>/`` (``models`` or ``train``)."""
+    return sorted(p.stem for p in (PRESETS / kind).glob("*.yaml"))
 
 
 def preset_path(kind: str, name: str) -> Path:
-    """Path of a preset shipped in ``albor/configs/<kind>/<name>.yaml``."""
-    path = Path(str(resources.files("albor") / "configs" / kind / f"{name}.yaml"))
+    """Path of a preset shipped in ``albor/config/presets/<kind>/<name>.yaml``."""
+    path = PRESETS / kind / f"{name}.yaml"
     if not path.is_file():
-        available = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise ValueError(f"no {kind} preset {name!r}; available: {available}")
+        raise ConfigError(f"no {kind} preset {name!r}; available: {presets(kind)}")
     return path
 
 

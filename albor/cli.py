@@ -1,0 +1,56 @@
+"""The ``albor`` command: one entry point over every module's command line.
+
+``albor train …`` is ``python -m albor.train …``, and so on; each subcommand's ``--help`` is its
+module's. This module sits above both layers: it dispatches to the runtime's commands and to the
+verification layer's, and nothing imports it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable
+
+# command -> (module, function taking (argv, prog), one line of help). Modules load only when used.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "train": ("albor.train.__main__", "main", "train a model: presets, overrides, resume, preflight"),
+    "data": ("albor.data.__main__", "main", "build the corpus, tokenizer and token shards"),
+    "eval": ("albor.eval.__main__", "main", "val perplexity, HumanEval pass@k, the harness self-check"),
+    "complete": ("albor.complete", "main", "complete code from a checkpoint, streamed to the terminal"),
+    "plot": ("albor.plot", "main", "write a run's training-log PNGs next to it"),
+    "check": ("albor.contracts.__main__", "check_main", "check contracts and gaps against the collected tests"),
+    "mutants": ("albor.falsify.__main__", "mutants_main", "run every registered fault: each must be killed"),
+    "report": ("albor.falsify.__main__", "report_main", "the graded report: battery, coverage, mutants"),
+    "book": ("albor.spec.__main__", "book_main", "build the spec book (Sphinx + MyST) into docs/_build/html"),
+}
+
+USAGE = "usage: albor [-h] COMMAND [ARGS ...]"
+
+
+def _help() -> str:
+    width = max(map(len, COMMANDS))
+    rows = "\n".join(f"  {name:<{width}}  {text}" for name, (_, _, text) in COMMANDS.items())
+    return (
+        f"{USAGE}\n\nAlbor: a verified trainer for small LLaMA-style Python code models.\n\n"
+        f"commands:\n{rows}\n\n"
+        "`albor COMMAND --help` tells more. With no arguments, `albor train` trains the tiny default on the\n"
+        "CPU; `pytest falsification/` runs the battery on this machine's device.\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help"):
+        print(_help(), end="")
+        return 0 if args else 2
+    name, rest = args[0], args[1:]
+    if name not in COMMANDS:
+        print(f"{USAGE}\nalbor: unknown command {name!r}; commands: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    module, function, _ = COMMANDS[name]
+    run: Callable[[list[str], str], int] = getattr(importlib.import_module(module), function)
+    return run(rest, f"albor {name}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
