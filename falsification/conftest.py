@@ -6,6 +6,7 @@ and are skipped without one; the fast tier is everything not marked ``slow``.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ import torch
 
 from albor.data import prepare
 from albor.data.synthetic import clean_repos, write_repos
-from falsification.settings import MARKERS
+from falsification.settings import MARKERS, TRITON_MISSING
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -35,12 +36,14 @@ def _record_claims(request: pytest.FixtureRequest, record_property) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    no_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
+    no_triton = pytest.mark.skip(reason=TRITON_MISSING)
+    has_triton = importlib.util.find_spec("triton") is not None
     for item in items:
-        if "cuda" in item.keywords:
-            item.add_marker(skip)
+        if "cuda" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(no_gpu)
+        if "triton" in item.keywords and not has_triton:
+            item.add_marker(no_triton)
 
 
 @pytest.fixture(scope="session")

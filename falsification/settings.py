@@ -14,7 +14,9 @@ MARKERS = (
     "cuda: needs a CUDA GPU",
     "slow: longer than a few seconds; left out of the fast tier",
     "claim(id): the contract obligation this falsifier tries to break",
+    "triton: runs a Triton kernel, so it needs the triton package (pip install 'albor[gpu]')",
 )
+TRITON_MISSING = "triton is not installed (pip install 'albor[gpu]'), so this albor cannot run the kernels"
 
 # The tests use small tensors, for which one intra-op thread is fastest and steadiest on 2 cores.
 torch.set_num_threads(1)

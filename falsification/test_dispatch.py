@@ -53,6 +53,7 @@ def test_allowed_fallback_is_recorded(op: str) -> None:
 
 
 @pytest.mark.claim("DISPATCH-003")
+@pytest.mark.triton
 @pytest.mark.parametrize("op", KERNEL_OPS)
 def test_working_kernel_is_routed(device: torch.device, op: str) -> None:
     assert dispatch.set_backend(op, "triton", device=device) == "triton"
@@ -80,6 +81,7 @@ def _opcheck_cases() -> dict[str, tuple]:
 
 
 @pytest.mark.claim("DISPATCH-004")
+@pytest.mark.triton
 @pytest.mark.parametrize("name", sorted(_opcheck_cases()))
 def test_kernel_ops_pass_opcheck(device: torch.device, name: str) -> None:
     for op in KERNEL_OPS:
@@ -91,6 +93,7 @@ def test_kernel_ops_pass_opcheck(device: torch.device, name: str) -> None:
 
 
 @pytest.mark.claim("DISPATCH-004")
+@pytest.mark.triton
 def test_kernels_keep_the_compiled_graph_whole(device: torch.device) -> None:
     for op in KERNEL_OPS:
         dispatch.set_backend(op, "triton", device=device)

@@ -11,6 +11,10 @@ import os
 import pytest
 import torch
 
+from falsification.settings import TRITON_MISSING
+
+pytest.importorskip("triton", reason=TRITON_MISSING)
+
 if not torch.cuda.is_available():  # before triton is first imported: kernels run in the interpreter
     os.environ.setdefault("TRITON_INTERPRET", "1")
 

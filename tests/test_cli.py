@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -130,8 +131,12 @@ def test_a_battery_that_cannot_run_shows_its_command_and_output(tmp_path: Path, 
 @pytest.mark.slow
 def test_the_wheel_installed_elsewhere_runs_its_preflight(tmp_path: Path) -> None:
     """A built wheel, installed into a fresh venv outside the checkout, runs the battery it ships."""
+    # Built from a copy, since setuptools writes its build/ folder into the source tree.
+    source = tmp_path / "source"
+    junk = shutil.ignore_patterns(".git", ".venv", "runs", "build", "_build", "generated", "*.egg-info", "__pycache__")
+    shutil.copytree(CHECKOUT, source, symlinks=True, ignore=junk)
     wheels = tmp_path / "wheels"
-    build = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(CHECKOUT)]
+    build = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(source)]
     subprocess.run([*build, "-w", str(wheels)], check=True, capture_output=True)
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=False)

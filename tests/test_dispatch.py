@@ -56,6 +56,7 @@ def test_launch_check_names_a_missing_gradient() -> None:
         selfcheck.check("rmsnorm", lambda x, w, eps: rmsnorm(x, w.detach(), eps), rmsnorm, DEVICE)
 
 
+@pytest.mark.triton
 @pytest.mark.parametrize("op", ["rmsnorm", "apply_rope", "swiglu", "linear_cross_entropy"])
 def test_kernels_refuse_tensors_they_cannot_launch_on(op: str) -> None:
     kernel = dispatch._load(op, "triton")

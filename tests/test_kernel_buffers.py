@@ -5,6 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from falsification.settings import TRITON_MISSING
+
+pytest.importorskip("triton", reason=TRITON_MISSING)
+
 from albor.kernels import buffers
 
 

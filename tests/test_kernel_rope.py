@@ -9,6 +9,10 @@ import os
 
 import pytest
 import torch
+
+from falsification.settings import TRITON_MISSING
+
+pytest.importorskip("triton", reason=TRITON_MISSING)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
