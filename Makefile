@@ -2,4 +2,4 @@
 
 # The spec book: runs the battery, then builds docs/_build/html (use ARGS=--use-existing to skip the battery).
 docs:
-	python -m albor.spec build $(ARGS)
+	albor book $(ARGS)

@@ -27,7 +27,6 @@ from torch import nn
 from albor.config import ModelConfig
 from albor.crash import crash_point
 from albor.data.tokenizer import load_tokenizer
-from albor.falsify import faults
 from albor.io import fsync_dir, write_json_atomic
 from albor.model import Decoder
 
@@ -65,18 +64,10 @@ def set_link(link: Path, target: str) -> None:
     fsync_dir(link.parent)
 
 
-def _weights_to_save(model: Decoder) -> Decoder:
-    if not (faults.active("tied_head_not_saved") and model.cfg.tie_embeddings):
-        return model
-    # ALB-097: the tied head/embedding was left out, so a load brought back its initial values.
-    clone = Decoder(model.cfg)
-    clone.load_state_dict({k: v for k, v in model.state_dict().items() if k != "embed.weight"}, strict=False)
-    return clone
-
-
 def save_checkpoint(
     root: Path,
     step: int,
+    *,
     model: Decoder,
     optimizer: torch.optim.Optimizer,
     state: dict[str, Any],
@@ -90,11 +81,8 @@ def save_checkpoint(
     tmp = root / f".tmp-{final.name}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_model(_weights_to_save(model), str(tmp / "model.safetensors"))
-    opt_state = optimizer.state_dict()
-    if faults.active("optimizer_state_not_saved"):
-        opt_state = {"state": {}, "param_groups": opt_state["param_groups"]}
-    torch.save(opt_state, tmp / "optimizer.pt")
+    save_model(model, str(tmp / "model.safetensors"))
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     crash_point("checkpoint", step)
     (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")
     (tmp / "config.yaml").write_text(config_yaml)
@@ -167,6 +155,49 @@ def load_checkpoint(ckpt: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     if optimizer is not None:
         optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
     return json.loads((ckpt / "state.json").read_text())
+
+
+class CheckpointManager:
+    """One run's ``checkpoints/`` directory: it saves, verifies, finds the latest and best, and prunes.
+
+    Every checkpoint carries the run's config and tokenizer; ``keep_last`` of them stay, and the best.
+    """
+
+    def __init__(self, root: Path, keep_last: int, config_yaml: str, tokenizer_path: Path) -> None:
+        self.root = root
+        self.keep_last = keep_last
+        self.config_yaml = config_yaml
+        self.tokenizer_path = tokenizer_path
+
+    def save(self, step: int, model: Decoder, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> Path:
+        """Write step ``step`` atomically, point ``latest`` at it, and prune the older ones."""
+        path = save_checkpoint(
+            self.root,
+            step,
+            model=model,
+            optimizer=optimizer,
+            state=state,
+            config_yaml=self.config_yaml,
+            tokenizer_path=self.tokenizer_path,
+        )
+        prune(self.root, self.keep_last)
+        return path
+
+    def mark_best(self, step: int) -> None:
+        """Point ``best`` at step ``step``'s checkpoint (pruning never removes it)."""
+        set_link(self.root / "best", step_dir_name(step))
+
+    def any(self) -> bool:
+        """True when the directory holds a completed checkpoint, valid or not."""
+        return bool(list_checkpoints(self.root))
+
+    def latest(self) -> Path | None:
+        """The newest checkpoint that verifies (each one skipped is warned about), or None."""
+        return latest_valid(self.root)
+
+    def load(self, path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
+        """Verify ``path``, load its weights (and optimizer state) in place; returns its state.json."""
+        return load_checkpoint(path, model, optimizer)
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 ``albor train …`` is ``python -m albor.train …``, and so on; each subcommand's ``--help`` is its
 module's. This module sits above both layers: it dispatches to the runtime's commands and to the
-verification layer's, and nothing imports it.
+verification layer's, and only ``albor/__main__.py`` imports it.
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "eval": ("albor.eval.__main__", "main", "val perplexity, HumanEval pass@k, the harness self-check"),
     "complete": ("albor.complete", "main", "complete code from a checkpoint, streamed to the terminal"),
     "plot": ("albor.plot", "main", "write a run's training-log PNGs next to it"),
-    "check": ("albor.contracts.__main__", "check_main", "check contracts and gaps against the collected tests"),
-    "mutants": ("albor.falsify.__main__", "mutants_main", "run every registered fault: each must be killed"),
-    "report": ("albor.falsify.__main__", "report_main", "the graded report: battery, coverage, mutants"),
-    "book": ("albor.spec.__main__", "book_main", "build the spec book (Sphinx + MyST) into docs/_build/html"),
+    "battery": ("albor.verify.battery", "main", "run the falsification battery here; record card, date and results"),
+    "check": ("albor.verify.check", "main", "check contracts and gaps against the collected tests"),
+    "mutants": ("albor.verify.mutants", "main", "run every registered fault: each must be killed"),
+    "report": ("albor.verify.report", "main", "the graded report: battery, coverage, mutants"),
+    "book": ("albor.verify.book.build", "main", "build the spec book (Sphinx + MyST) into docs/_build/html"),
 }
 
 USAGE = "usage: albor [-h] COMMAND [ARGS ...]"

@@ -32,7 +32,6 @@ from tokenizers import Tokenizer
 from albor.checkpoint import Inference, load_for_inference
 from albor.config import ModelConfig
 from albor.data import tokenizer as data_tokenizer
-from albor.falsify import faults
 from albor.model import Decoder, KVCache
 
 SPECIAL_TOKENS = data_tokenizer.SPECIAL_TOKENS
@@ -47,7 +46,7 @@ REPLACEMENT_CHAR = "\ufffd"
 
 @dataclass(frozen=True)
 class Sampling:
-    """How the next token is chosen; the defaults are greedy decoding."""
+    """How the next token is chosen; by default, greedy decoding."""
 
     temperature: float = 0.0
     top_k: int | None = None
@@ -116,7 +115,7 @@ def fit_prompt(prompt_ids: Sequence[int], max_new_tokens: int, max_seq_len: int)
     if not ids:
         raise ValueError("the prompt is empty")
     room = max_seq_len - max_new_tokens
-    if len(ids) > room and not faults.active("generate_prompt_not_truncated"):
+    if len(ids) > room:
         warnings.warn(
             f"prompt of {len(ids)} tokens truncated from the left to its last {room} "
             f"(max_seq_len {max_seq_len} - max_new_tokens {max_new_tokens})",
@@ -259,8 +258,6 @@ def default_device() -> str:
 def load(checkpoint: Path, device: torch.device | str) -> Inference:
     """A checkpoint for generation or evaluation, with the tokenizer it was trained with (ALB-131)."""
     inference = load_for_inference(Path(checkpoint), device)
-    if faults.active("eval_tokenizer_from_data_dir") and inference.data_dir is not None:
-        inference.tokenizer = Tokenizer.from_file(str(inference.data_dir / "tokenizer.json"))
     check_tokenizer(inference.tokenizer, inference.model_config)
     # Not kept in tokenizer.json: without it "<s>" in a prompt would encode as the special id.
     inference.tokenizer.encode_special_tokens = True

@@ -1,4 +1,4 @@
-"""The LLaMA-style decoder, built only from the ``albor.ops`` dispatch points.
+"""The LLaMA-style decoder, whose ops run through the model's own ``Kernels`` (``albor.ops.dispatch``).
 
 Pre-norm blocks: x + attn(rmsnorm(x)), then x + ffn(rmsnorm(x)); GQA attention with RoPE; SwiGLU
 FFN; a final RMSNorm and the LM head (tied to the embedding when the config says so).
@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from albor import ops
 from albor.config import ModelConfig
-from albor.falsify import faults
+from albor.ops import Reduction, rope_tables
+from albor.ops.dispatch import Kernels
 
 
 @dataclass
@@ -36,8 +36,9 @@ class KVCache:
 class Attention(nn.Module):
     """Grouped-query self-attention with one fused q/k/v projection."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, kernels: Kernels) -> None:
         super().__init__()
+        self.kernels = kernels
         self.n_heads, self.n_kv, self.hd = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
         self.qkv = nn.Linear(cfg.d_model, (cfg.n_heads + 2 * cfg.n_kv_heads) * cfg.head_dim, bias=False)
         self.out = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
@@ -52,40 +53,42 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         b, t, d = x.shape
         q, k, v = self.qkv(x).split([self.n_heads * self.hd, self.n_kv * self.hd, self.n_kv * self.hd], -1)
-        q, k = ops.apply_rope(q.view(b, t, self.n_heads, self.hd), k.view(b, t, self.n_kv, self.hd), cos, sin)
+        q, k = self.kernels.apply_rope(q.view(b, t, self.n_heads, self.hd), k.view(b, t, self.n_kv, self.hd), cos, sin)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.view(b, t, self.n_kv, self.hd).transpose(1, 2)
         if cache is not None:
             end = cache.length + t
             cache.k[layer][:, :, cache.length : end] = k
             cache.v[layer][:, :, cache.length : end] = v
             k, v = cache.k[layer][:, :, :end], cache.v[layer][:, :, :end]
-        y = ops.attention(q, k, v)
+        y = self.kernels.attention(q, k, v)
         return self.out(y.transpose(1, 2).reshape(b, t, d))
 
 
 class FeedForward(nn.Module):
     """SwiGLU FFN with one fused gate/up projection."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, kernels: Kernels) -> None:
         super().__init__()
+        self.kernels = kernels
         self.gate_up = nn.Linear(cfg.d_model, 2 * cfg.d_ff, bias=False)
         self.down = nn.Linear(cfg.d_ff, cfg.d_model, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.gate_up(x).chunk(2, dim=-1)
-        return self.down(ops.swiglu(gate, up))
+        return self.down(self.kernels.swiglu(gate, up))
 
 
 class Block(nn.Module):
     """One pre-norm decoder block."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, kernels: Kernels) -> None:
         super().__init__()
+        self.kernels = kernels
         self.eps = cfg.norm_eps
         self.attn_norm = nn.Parameter(torch.ones(cfg.d_model))
-        self.attn = Attention(cfg)
+        self.attn = Attention(cfg, kernels)
         self.ffn_norm = nn.Parameter(torch.ones(cfg.d_model))
-        self.ffn = FeedForward(cfg)
+        self.ffn = FeedForward(cfg, kernels)
 
     def forward(
         self,
@@ -95,29 +98,24 @@ class Block(nn.Module):
         cache: KVCache | None = None,
         layer: int = 0,
     ) -> torch.Tensor:
-        h = ops.rmsnorm(x, self.attn_norm, self.eps)
-        residual = x
-        if faults.active("attn_residual_through_norm"):
-            # Same value as x, but its gradient is the RMSNorm backward instead of the identity.
-            residual = x.detach() + (h - h.detach())
-        x = residual + self.attn(h, cos, sin, cache, layer)
-        residual = x.detach() if faults.active("ffn_residual_no_grad") else x
-        return residual + self.ffn(ops.rmsnorm(x, self.ffn_norm, self.eps))
+        x = x + self.attn(self.kernels.rmsnorm(x, self.attn_norm, self.eps), cos, sin, cache, layer)
+        return x + self.ffn(self.kernels.rmsnorm(x, self.ffn_norm, self.eps))
 
 
 class Decoder(nn.Module):
     """The whole model: token ids (B, T) to logits (B, T, V), or to the loss when targets are given."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, kernels: Kernels | None = None) -> None:
         super().__init__()
         self.cfg = cfg
+        self.kernels = kernels or Kernels()
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.blocks = nn.ModuleList(Block(cfg, self.kernels) for _ in range(cfg.n_layers))
         self.norm = nn.Parameter(torch.ones(cfg.d_model))
         self.head = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         # Built once for every position: inside the compiled step the float64 table arithmetic would be
         # fused into the per-element RoPE kernels and recomputed for every element (ALB-203).
-        cos, sin = ops.rope_tables(torch.arange(cfg.max_seq_len), cfg.head_dim, cfg.rope_theta)
+        cos, sin = rope_tables(torch.arange(cfg.max_seq_len), cfg.head_dim, cfg.rope_theta)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
         self.reset_parameters()
@@ -141,27 +139,25 @@ class Decoder(nn.Module):
         start = 0 if cache is None else cache.length
         if start + t > self.cfg.max_seq_len:
             raise ValueError(f"sequence of {start + t} tokens exceeds max_seq_len {self.cfg.max_seq_len}")
-        if faults.active("rope_tables_per_forward"):
-            positions = torch.arange(start, start + t, device=idx.device)
-            cos, sin = ops.rope_tables(positions, self.cfg.head_dim, self.cfg.rope_theta)
-        else:
-            cos, sin = self.rope_cos[start : start + t], self.rope_sin[start : start + t]
+        cos, sin = self.rope_cos[start : start + t], self.rope_sin[start : start + t]
         x = self.embed(idx)
         for i, block in enumerate(self.blocks):
             x = block(x, cos, sin, cache, i)
         if cache is not None:
             cache.length += t
-        return ops.rmsnorm(x, self.norm, self.cfg.norm_eps)
+        return self.kernels.rmsnorm(x, self.norm, self.cfg.norm_eps)
 
     def forward(
         self,
         idx: torch.Tensor,
         targets: torch.Tensor | None = None,
-        reduction: ops.Reduction = "mean",
+        reduction: Reduction = "mean",
         cache: KVCache | None = None,
     ) -> torch.Tensor:
         """Logits (B, T, V) in float32, or with ``targets`` (B, T) the cross entropy."""
         h = self.hidden(idx, cache)
         if targets is None:
             return (h @ self.head_weight.t()).float()
-        return ops.linear_cross_entropy(h.flatten(0, 1), self.head_weight, targets.flatten(), reduction=reduction)
+        return self.kernels.linear_cross_entropy(
+            h.flatten(0, 1), self.head_weight, targets.flatten(), reduction=reduction
+        )

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The GPU figures behind bench/RESULTS.md and falsification/results/, one part per invocation:
 #   bench/gpu_runs.sh OUT battery      the whole battery on CUDA -> OUT/junit-cuda.{xml,json}
+#   bench/gpu_runs.sh OUT verify       the battery, then every registered fault's mutant on CUDA -> OUT/mutants-cuda.json
 #   bench/gpu_runs.sh OUT bench MB...  trainer step vs the plain-PyTorch peer at each micro-batch
 #   bench/gpu_runs.sh OUT run          a short 350M run, killed with SIGKILL at step 150 and resumed
 # The corpus is this machine's stdlib + installed distributions, capped at 100 MB of source.
 set -euo pipefail
-OUT=${1:?usage: gpu_runs.sh OUT battery|bench|run}
-PART=${2:?usage: gpu_runs.sh OUT battery|bench|run}
+OUT=${1:?usage: gpu_runs.sh OUT battery|verify|bench|run}
+PART=${2:?usage: gpu_runs.sh OUT battery|verify|bench|run}
 shift 2
 export PYTHONUNBUFFERED=1
 DATA=(data.out=.cache/data-350m data.max_source_bytes=100000000)
@@ -19,7 +20,10 @@ prepare_config(load_config("pretrain-350m", sys.argv[1:]).data)' "${DATA[@]}"
 case $PART in
   battery)
     # The sandbox's hostile programs are CPU-tier tests; they run in CI, not on a shared GPU host.
-    python -m albor.falsify battery --all --out "$OUT" -- --ignore=falsification/test_sandbox.py ;;
+    python -m albor battery --all --out "$OUT" -- --ignore=falsification/test_sandbox.py ;;
+  verify)
+    python -m albor battery --all --out "$OUT" -- --ignore=falsification/test_sandbox.py || echo "battery: exit $?"
+    python -m albor mutants --json "$OUT/mutants-cuda.json" ;;
   bench)
     prepare
     python bench/throughput.py --micro-bs "$@" --budget 0.5 --steps 20 --warmup 6 --out "$OUT/throughput.jsonl" "${DATA[@]}" ;;

@@ -38,14 +38,14 @@ from albor.ops.rmsnorm import rmsnorm as r_rmsnorm
 from albor.ops.rope import apply_rope as r_rope
 from albor.ops.rope import rope_tables
 from albor.ops.swiglu import swiglu as r_swiglu
-from albor.testing import rel_err
+from albor.verify.numerics import rel_err
 
 ROOT = Path(__file__).resolve().parents[1]
 FALSIFIERS = [
-    "falsification/test_kernel_rmsnorm.py",
-    "falsification/test_kernel_rope.py",
-    "falsification/test_kernel_swiglu.py",
-    "falsification/test_kernel_cross_entropy.py",
+    "falsification/test_rmsnorm.py",
+    "falsification/test_rope.py",
+    "falsification/test_swiglu.py",
+    "falsification/test_cross_entropy.py",
     "falsification/test_dispatch.py",
     "falsification/test_host_copy.py",
 ]

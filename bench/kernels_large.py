@@ -108,18 +108,17 @@ def op_case(name: str) -> dict:
 def decoder_case(name: str) -> dict:
     from albor.config import load_model_config
     from albor.model import Decoder
-    from albor.ops import dispatch
+    from albor.ops.dispatch import Kernels
 
     _, layers, mode = name.split("-")
     cfg = load_model_config("350m").model_copy(update={"n_layers": int(layers[1:])})
-    torch.manual_seed(0)
-    model = Decoder(cfg).to("cuda")
-    idx = torch.randint(0, V, (B, T + 1), device="cuda")
+    idx = torch.randint(0, V, (B, T + 1), device="cuda", generator=torch.Generator("cuda").manual_seed(1))
     x, y = idx[:, :-1], idx[:, 1:]
     out = {}
     for backend in ("triton", "reference"):
-        for op in ("rmsnorm", "apply_rope", "swiglu", "linear_cross_entropy"):
-            dispatch.set_backend(op, backend, device=torch.device("cuda"))
+        ops = ("rmsnorm", "apply_rope", "swiglu", "linear_cross_entropy")
+        torch.manual_seed(0)  # the same weights for both backends
+        model = Decoder(cfg, Kernels(dict.fromkeys(ops, backend), device="cuda")).to("cuda")
         torch._dynamo.reset()
         m = torch.compile(model) if mode == "compiled" else model
         model.zero_grad(set_to_none=True)

@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         print("check_pages: skipped, Chromium is not installed (apt-get install chromium)")
         return 0
     if not (args.html / "index.html").is_file():
-        print(f"check_pages: no book at {args.html}; run python -m albor.spec build first", file=sys.stderr)
+        print(f"check_pages: no book at {args.html}; run albor book first", file=sys.stderr)
         return 1
     args.out.mkdir(parents=True, exist_ok=True)
     handler = functools.partial(QuietHandler, directory=str(args.html))

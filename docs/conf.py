@@ -1,6 +1,6 @@
 """Sphinx configuration of the Albor spec book.
 
-The pages under generated/ are written by ``python -m albor.spec build`` before Sphinx runs; MathJax
+The pages under generated/ are written by ``albor book`` before Sphinx runs; MathJax
 is served from the book itself (sphinx-mathjax-offline), so the book reads without a network.
 """
 
@@ -8,7 +8,7 @@ project = "Albor"
 author = "the Albor authors"
 copyright = "Albor authors, Apache-2.0"
 
-extensions = ["myst_parser", "sphinx.ext.mathjax", "sphinx-mathjax-offline", "albor.spec.sphinx_ext"]
+extensions = ["myst_parser", "sphinx.ext.mathjax", "sphinx-mathjax-offline", "albor.verify.book.sphinx_ext"]
 myst_enable_extensions = ["dollarmath", "amsmath", "attrs_inline", "colon_fence"]
 myst_heading_anchors = 3
 

@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from albor.config import ModelConfig, OptimConfig
-from albor.contracts import tolerance
 from albor.model import Decoder
-from albor.optim import adamw_reference, build_optimizer, param_groups
-from albor.testing import rel_err
+from albor.optim.adamw import build_optimizer, param_groups
+from albor.verify.contracts import tolerance
+from albor.verify.numerics import rel_err
+from albor.verify.references import adamw_reference
 
 # Every hyperparameter differs from torch's AdamW defaults, so a default cannot pass for it.
 CFG = OptimConfig(lr=2.5e-2, min_lr=0.0, betas=(0.8, 0.9), eps=1e-3, weight_decay=0.3, warmup_steps=0, max_steps=10)

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from albor import ops
-from albor.contracts import tolerance
-from albor.testing import rel_err
+from albor.verify.contracts import tolerance
+from albor.verify.numerics import rel_err
 
 
 def _qkv(

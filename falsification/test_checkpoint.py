@@ -15,7 +15,7 @@ from albor import checkpoint as ckpt
 from albor.config import ModelConfig, OptimConfig
 from albor.data.synthetic import tiny_tokenizer
 from albor.model import Decoder
-from albor.optim import build_optimizer
+from albor.optim.adamw import build_optimizer
 
 SMALL = dict(name="t", n_layers=2, d_model=24, n_heads=4, n_kv_heads=2, d_ff=40, vocab_size=61, max_seq_len=16)
 
@@ -35,8 +35,9 @@ def _trained(tied: bool = False, seed: int = 0) -> tuple[Decoder, torch.optim.Op
 def _save(root: Path, step: int, model: Decoder, opt: torch.optim.Optimizer, tmp: Path) -> Path:
     tok = tmp / "tokenizer.json"
     tiny_tokenizer().save(str(tok))
+    config = yaml.safe_dump({"model": model.cfg.model_dump()})
     return ckpt.save_checkpoint(
-        root, step, model, opt, {"step": step}, yaml.safe_dump({"model": model.cfg.model_dump()}), tok
+        root, step, model=model, optimizer=opt, state={"step": step}, config_yaml=config, tokenizer_path=tok
     )
 
 

@@ -1,43 +1,30 @@
-"""Falsifiers for the ``dispatch`` contract (contracts/dispatch.yaml): no kernel ever fails in silence.
+"""Falsifiers for the ``dispatch`` contract (contracts/dispatch.yaml): no kernel ever fails in silence,
+and each model runs the kernels it was given.
 
 A kernel is made unusable by asking for it on the ``meta`` device, where no Triton kernel can launch.
 """
 
 from __future__ import annotations
 
-import os
 import warnings
-from collections.abc import Iterator
 
 import pytest
 import torch
 
-if not torch.cuda.is_available():  # before triton is first imported: kernels run in the interpreter
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
 from albor.config import ModelConfig
 from albor.model import Decoder
-from albor.ops import dispatch
+from albor.ops.dispatch import OPS, Kernels, KernelUnavailable, load
 from albor.ops.rope import rope_tables
 
 KERNEL_OPS = ["rmsnorm", "apply_rope", "swiglu", "linear_cross_entropy"]
-
-
-@pytest.fixture(autouse=True)
-def _reference_after() -> Iterator[None]:
-    yield
-    for op in dispatch.OPS:
-        dispatch.set_backend(op, "reference")
 
 
 @pytest.mark.claim("DISPATCH-001")
 @pytest.mark.parametrize("op", [*KERNEL_OPS, "attention"])
 def test_unusable_kernel_stops_the_run(op: str) -> None:
     device = "meta" if op != "attention" else None  # attention has no Triton kernel at all
-    with pytest.raises(dispatch.KernelUnavailable, match=op):
-        dispatch.set_backend(op, "triton", device=device)
-    assert dispatch.backend(op) == "reference", "a refused kernel must leave the op where it was"
-    assert op not in dispatch.fallbacks()
+    with pytest.raises(KernelUnavailable, match=op):
+        Kernels({op: "triton"}, device=device)
 
 
 @pytest.mark.claim("DISPATCH-002")
@@ -45,20 +32,23 @@ def test_unusable_kernel_stops_the_run(op: str) -> None:
 def test_allowed_fallback_is_recorded(op: str) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        used = dispatch.set_backend(op, "triton", allow_fallback=True, device="meta")
-    assert used == "reference" and dispatch.backend(op) == "reference"
-    assert dispatch.get(op) is dispatch._load(op, "reference")
-    assert dispatch.fallbacks()[op].startswith("triton: "), "the fallback and its cause go in the run's metadata"
+        kernels = Kernels({op: "triton"}, allow_fallback=True, device="meta")
+    assert kernels.backends[op] == "reference" and kernels.get(op) is load(op, "reference")
+    assert kernels.fallbacks[op].startswith("triton: "), "the fallback and its cause go in the run's metadata"
     assert any(op in str(w.message) for w in caught), "the fallback must be announced"
+    assert Kernels().fallbacks == {}, "another model's table records nothing of it"
 
 
 @pytest.mark.claim("DISPATCH-003")
 @pytest.mark.triton
 @pytest.mark.parametrize("op", KERNEL_OPS)
 def test_working_kernel_is_routed(device: torch.device, op: str) -> None:
-    assert dispatch.set_backend(op, "triton", device=device) == "triton"
-    assert dispatch.backends()[op] == "triton" and op not in dispatch.fallbacks()
-    assert dispatch.get(op).__module__ == f"albor.kernels.{dispatch.OPS[op]}"
+    kernels = Kernels({op: "triton"}, device=device)
+    assert kernels.backends[op] == "triton" and op not in kernels.fallbacks
+    assert kernels.get(op).__module__ == f"albor.kernels.{OPS[op]}"
+    others = Kernels()
+    assert others.backends[op] == "reference", "a second model in the process keeps its own choice"
+    assert all(b == "reference" for o, b in kernels.backends.items() if o != op)
 
 
 def _opcheck_cases() -> dict[str, tuple]:
@@ -84,8 +74,7 @@ def _opcheck_cases() -> dict[str, tuple]:
 @pytest.mark.triton
 @pytest.mark.parametrize("name", sorted(_opcheck_cases()))
 def test_kernel_ops_pass_opcheck(device: torch.device, name: str) -> None:
-    for op in KERNEL_OPS:
-        dispatch.set_backend(op, "triton", device=device)  # imports the kernels, registering their ops
+    Kernels(dict.fromkeys(KERNEL_OPS, "triton"), device=device)  # imports the kernels, registering their ops
     args = tuple(a.detach().to(device).requires_grad_(a.requires_grad) if isinstance(a, torch.Tensor) else a
                  for a in _opcheck_cases()[name])  # fmt: skip
     results = torch.library.opcheck(getattr(torch.ops.albor, name), args)
@@ -95,11 +84,10 @@ def test_kernel_ops_pass_opcheck(device: torch.device, name: str) -> None:
 @pytest.mark.claim("DISPATCH-004")
 @pytest.mark.triton
 def test_kernels_keep_the_compiled_graph_whole(device: torch.device) -> None:
-    for op in KERNEL_OPS:
-        dispatch.set_backend(op, "triton", device=device)
+    kernels = Kernels(dict.fromkeys(KERNEL_OPS, "triton"), device=device)
     cfg = ModelConfig(name="g", n_layers=2, d_model=12, n_heads=3, n_kv_heads=1, d_ff=10, vocab_size=17, max_seq_len=16)
     torch._dynamo.reset()
-    model = Decoder(cfg).to(device)
+    model = Decoder(cfg, kernels).to(device)
     idx = torch.randint(0, cfg.vocab_size, (2, 9), generator=torch.Generator().manual_seed(4)).to(device)
     found = torch._dynamo.explain(model)(idx, idx, reduction="sum")
     assert (found.graph_count, found.graph_break_count) == (1, 0), [b.reason for b in found.break_reasons]

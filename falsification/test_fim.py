@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from albor.contracts import tolerance
 from albor.data.fim import SENTINELS, fim_invert, fim_transform, parts_from_ids
 from albor.data.synthetic import tiny_tokenizer
 from albor.data.tokenizer import FIM_PREFIX, FIM_SUFFIX, decode, encode
+from albor.verify.contracts import tolerance
 
 DOCS = st.text(max_size=200)
 SEEDS = st.integers(0, 2**32 - 1)

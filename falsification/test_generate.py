@@ -11,7 +11,6 @@ from tokenizers import Tokenizer
 
 from albor.checkpoint import save_checkpoint
 from albor.config import ModelConfig, load_model_config
-from albor.contracts import tolerance
 from albor.data.fim import fim_invert, parts_from_ids
 from albor.data.tokenizer import save_tokenizer, train_tokenizer
 from albor.eval.humaneval import load_problems
@@ -25,7 +24,8 @@ from albor.generate import (
     stream_text,
 )
 from albor.model import Decoder
-from albor.testing import rel_err
+from albor.verify.contracts import tolerance
+from albor.verify.numerics import rel_err
 
 PRESETS = ["tiny", "50m", "125m", "350m"]
 CFG = ModelConfig(
@@ -185,7 +185,15 @@ def _checkpoint(tmp_path: Path, model: Decoder, tokenizer: Tokenizer) -> Path:
     save_tokenizer(tokenizer, tok_path)
     run = yaml.safe_dump({"model": model.cfg.model_dump(mode="json")})
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    return save_checkpoint(tmp_path / "run" / "checkpoints", 3, model, opt, {"step": 3}, run, tok_path)
+    return save_checkpoint(
+        tmp_path / "run" / "checkpoints",
+        3,
+        model=model,
+        optimizer=opt,
+        state={"step": 3},
+        config_yaml=run,
+        tokenizer_path=tok_path,
+    )
 
 
 @pytest.mark.claim("GEN-008")

@@ -7,10 +7,10 @@ import torch
 
 from albor import ops
 from albor.config import ModelConfig
-from albor.contracts import tolerance
 from albor.model import Decoder
-from albor.optim import accumulate
-from albor.testing import rel_err
+from albor.optim.grad_accumulation import accumulate
+from albor.verify.contracts import tolerance
+from albor.verify.numerics import rel_err
 
 MODEL = ModelConfig(
     name="accum-test", n_layers=1, d_model=12, n_heads=3, n_kv_heads=1, d_ff=10, vocab_size=23, max_seq_len=16

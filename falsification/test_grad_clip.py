@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from albor.contracts import tolerance
-from albor.optim import clip_grad_norm
-from albor.testing import rel_err
+from albor.optim.grad_clip import clip_grad_norm
+from albor.verify.contracts import tolerance
+from albor.verify.numerics import rel_err
 
 SHAPES = [(7, 5), (13,), (3, 4, 5), (1,)]
 

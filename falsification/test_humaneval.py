@@ -16,7 +16,6 @@ from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
 from albor.checkpoint import save_checkpoint
 from albor.config import ModelConfig
-from albor.contracts import tolerance
 from albor.data.tokenizer import SPECIAL_TOKENS, save_tokenizer, train_tokenizer
 from albor.eval import __main__ as eval_cli
 from albor.eval import humaneval
@@ -25,6 +24,7 @@ from albor.eval.passk import mean_pass_at_k, pass_at_k
 from albor.eval.sandbox import OUTCOMES
 from albor.generate import check_tokenizer, encode, load
 from albor.model import Decoder
+from albor.verify.contracts import tolerance
 
 CFG = ModelConfig(
     name="he-test", n_layers=2, d_model=24, n_heads=3, n_kv_heads=1, d_ff=40, vocab_size=301, max_seq_len=160
@@ -56,7 +56,15 @@ def _checkpoint(root: Path, model: Decoder, tokenizer: Tokenizer, data_dir: Path
     state = {"step": 4, "data_dir": str(data_dir) if data_dir else None}
     run = yaml.safe_dump({"model": model.cfg.model_dump(mode="json")})
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    return save_checkpoint(root / "run" / "checkpoints", 4, model, opt, state, run, tok_path)
+    return save_checkpoint(
+        root / "run" / "checkpoints",
+        4,
+        model=model,
+        optimizer=opt,
+        state=state,
+        config_yaml=run,
+        tokenizer_path=tok_path,
+    )
 
 
 @pytest.mark.claim("HE-001")

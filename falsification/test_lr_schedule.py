@@ -7,8 +7,8 @@ from itertools import pairwise
 import pytest
 
 from albor.config import OptimConfig
-from albor.contracts import tolerance
-from albor.optim import lr_at
+from albor.optim.lr_schedule import lr_at
+from albor.verify.contracts import tolerance
 
 # Decay spans (max_steps - 1 - warmup_steps) are even, so each has an exact midpoint step.
 CONFIGS = [

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -9,9 +11,10 @@ from torch.utils._pytree import tree_leaves
 
 from albor import ops
 from albor.config import ModelConfig, load_model_config
-from albor.contracts import tolerance
 from albor.model import Block, Decoder, KVCache
-from albor.testing import rel_err
+from albor.ops.dispatch import Kernels
+from albor.verify.contracts import tolerance
+from albor.verify.numerics import rel_err
 
 TINY = ModelConfig(
     name="model-test", n_layers=2, d_model=12, n_heads=3, n_kv_heads=1, d_ff=10, vocab_size=17, max_seq_len=16
@@ -70,7 +73,7 @@ def test_block_gradcheck(device: torch.device) -> None:
         name="block", n_layers=1, d_model=8, n_heads=2, n_kv_heads=1, d_ff=6, vocab_size=11, max_seq_len=8
     )
     torch.manual_seed(0)
-    block = Block(cfg).to(device, torch.float64)
+    block = Block(cfg, Kernels()).to(device, torch.float64)
     with torch.no_grad():
         for name, p in block.named_parameters():
             p.copy_(torch.randn_like(p) * (0.3 if p.ndim == 2 else 0.2) + (1.0 if name.endswith("norm") else 0.0))
@@ -139,3 +142,53 @@ def test_step_computes_nothing_in_float64(device: torch.device) -> None:
         model(idx, _tokens(device, seed=2)).backward()
         model(idx[:, :3], cache=KVCache.empty(model.cfg, 2, device, torch.float32))
     assert not mode.seen, f"float64 work inside a float32 step: {sorted(set(mode.seen))}"
+
+
+# One layer of the 50m preset with a smaller vocabulary, and an init_std that is not the default.
+INIT_CFG = load_model_config("50m").model_copy(update={"n_layers": 1, "vocab_size": 2053, "init_std": 0.037})
+NORMAL_WITHIN = {1: math.erf(1 / math.sqrt(2)), 2: math.erf(2 / math.sqrt(2))}
+
+
+@pytest.fixture(scope="module")
+def init_model() -> Decoder:
+    torch.manual_seed(0)
+    return Decoder(INIT_CFG)
+
+
+@pytest.mark.claim("MODEL-007")
+def test_matrices_normal_with_init_std(init_model: Decoder) -> None:
+    z = tolerance("MODEL-007")
+    sigma = INIT_CFG.init_std
+    matrices = [(name, p.detach().double().flatten()) for name, p in init_model.named_parameters() if p.ndim == 2]
+    assert {name for name, _ in matrices} >= {"embed.weight", "head.weight", "blocks.0.attn.qkv.weight"}
+    for name, w in matrices:
+        n = w.numel()
+        assert abs(w.mean().item()) <= z * sigma / math.sqrt(n), f"{name}: mean"
+        assert abs(w.std().item() - sigma) <= z * sigma / math.sqrt(2 * n), f"{name}: std"
+        for k, p in NORMAL_WITHIN.items():
+            share = (w.abs() < k * sigma).double().mean().item()
+            assert abs(share - p) <= z * math.sqrt(p * (1 - p) / n), f"{name}: share within {k}σ is {share}"
+
+
+@pytest.mark.claim("MODEL-008")
+def test_gains_exactly_one(init_model: Decoder) -> None:
+    gains = [(name, p) for name, p in init_model.named_parameters() if p.ndim == 1]
+    assert len(gains) == 2 * INIT_CFG.n_layers + 1
+    trained = Decoder(INIT_CFG.model_copy(update={"n_layers": 2, "vocab_size": 29}))
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(torch.randn_like(p))
+    trained.reset_parameters()
+    gains += [(name, p) for name, p in trained.named_parameters() if p.ndim == 1]
+    for name, p in gains:
+        assert name.endswith("norm") and torch.equal(p, torch.ones_like(p)), name
+
+
+@pytest.mark.claim("MODEL-009")
+def test_same_seed_same_parameters() -> None:
+    cfg = INIT_CFG.model_copy(update={"d_model": 64, "n_heads": 4, "n_kv_heads": 2, "d_ff": 96, "vocab_size": 101})
+    states = []
+    for _ in range(2):
+        torch.manual_seed(1234)
+        states.append(Decoder(cfg).state_dict())
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from albor.config import ModelConfig
-from albor.contracts import tolerance
 from albor.data import load_windows
 from albor.eval import __main__ as eval_cli
 from albor.eval.perplexity import evaluate_perplexity
@@ -19,6 +18,7 @@ from albor.generate import load
 from albor.model import Decoder
 from albor.train.config import build_config
 from albor.train.trainer import Trainer
+from albor.verify.contracts import tolerance
 
 CFG = ModelConfig(
     name="ppl-test", n_layers=2, d_model=24, n_heads=3, n_kv_heads=1, d_ff=40, vocab_size=301, max_seq_len=19

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from albor.contracts import tolerance
 from albor.eval import sandbox
 from albor.eval.sandbox import Limits, Result, SandboxError
+from albor.verify.contracts import tolerance
 
 LIMITS = Limits(cpu_s=1, wall_s=1.5, processes=8, file_bytes=1 << 20)
 MODES = ["namespaces", "guard"]

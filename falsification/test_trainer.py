@@ -16,13 +16,15 @@ import yaml
 from torch._dynamo.eval_frame import _debug_get_cache_entry_list
 
 from albor import checkpoint as ckpt
-from albor.contracts import tolerance
 from albor.model import Decoder
-from albor.optim import lr_at
-from albor.testing import rel_err
+from albor.optim.lr_schedule import lr_at
 from albor.train import preflight
 from albor.train.config import TrainConfig, build_config
 from albor.train.trainer import Trainer, TrainingAlert
+from albor.verify.contracts import tolerance
+from albor.verify.faults import apply, copy_tree
+from albor.verify.layout import GAPS_DIR, ROOT
+from albor.verify.numerics import rel_err
 
 MAX_STEPS = 8
 
@@ -74,8 +76,8 @@ def test_resume_equals_uninterrupted(small_data: Path, tmp_path: Path, tied: boo
     first.fit_steps(3)
     first.save()
     resumed = Trainer(cfg, resume=True)
-    assert resumed.step == 3, "resume must restore the step counter"
-    assert resumed.cursor.step == first.cursor.step
+    assert resumed.state.step == 3, "resume must restore the step counter"
+    assert resumed.state.cursor.step == first.state.cursor.step
     resumed.fit()
     _assert_same_run(ref, resumed.run_dir)
     assert [s for s, _, lr in _losses(resumed.run_dir)] == list(range(1, MAX_STEPS + 1))
@@ -143,26 +145,38 @@ def test_alert_stops_with_final_checkpoint(small_data: Path, tmp_path: Path, cau
             trainer.model.norm.fill_(float("nan"))
     with pytest.raises(TrainingAlert, match="non-finite" if cause == "nan" else "grad norm"):
         trainer.fit()
-    assert ckpt.list_checkpoints(trainer.ckpt_root)[-1].name == ckpt.step_dir_name(1)
+    assert ckpt.list_checkpoints(trainer.checkpoints.root)[-1].name == ckpt.step_dir_name(1)
+
+
+# Run inside a copy of the tree with a RoPE bug applied: the preflight, narrowed to the RoPE falsifiers (the
+# whole battery would include this module and start itself again), must refuse and name the claims.
+PREFLIGHT_ON_A_BROKEN_TREE = """
+import sys
+from pathlib import Path
+from albor.train import preflight
+real, where = preflight.battery_command, str(preflight.battery_dir())
+narrow = lambda xml, fast=True: [f"{where}/test_rope.py" if a == where else a for a in real(xml, fast)]  # noqa: E731
+preflight.battery_command = narrow
+try:
+    preflight.run_preflight(Path(sys.argv[1]), enabled=True)
+except preflight.PreflightFailed as e:
+    print(e)
+    sys.exit(7)
+"""
 
 
 @pytest.mark.claim("TRAIN-006")
-def test_preflight_failure_refuses_and_names_claims(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = preflight.battery_command
-
-    def rope_only(xml: Path, fast: bool = True) -> list[str]:
-        # The narrowed battery must not include this module, or it would start itself again.
-        cmd = real(xml, fast)
-        where = str(preflight.battery_dir())
-        return [f"{where}/test_rope.py" if arg == where else arg for arg in cmd]
-
-    monkeypatch.setattr(preflight, "battery_command", rope_only)
-    monkeypatch.setenv("ALBOR_FAULTS", "rope_disabled")
-    with pytest.raises(preflight.PreflightFailed, match="ROPE-00"):
-        preflight.run_preflight(tmp_path, enabled=True)
-    record = json.loads((tmp_path / "preflight.json").read_text())
+def test_preflight_failure_refuses_and_names_claims(tmp_path: Path) -> None:
+    tree = copy_tree(ROOT, tmp_path / "tree")
+    apply((GAPS_DIR / "ALB-106" / "rope_disabled.patch").read_text(), tree)
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-c", PREFLIGHT_ON_A_BROKEN_TREE, str(run)]
+    proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, check=False)
+    assert proc.returncode == 7 and "ROPE-00" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
+    record = json.loads((run / "preflight.json").read_text())
     assert record["status"] == "failed" and "ROPE-004" in record["failed_claims"]
-    monkeypatch.delenv("ALBOR_FAULTS")
+    assert all(t.startswith("falsification/test_rope.py::") for t in record["failed_tests"])
     with pytest.warns(UserWarning, match="NOT checked"):
         preflight.run_preflight(tmp_path, enabled=False)
     assert json.loads((tmp_path / "preflight.json").read_text())["status"] == "skipped"
@@ -228,8 +242,8 @@ def test_init_from_starts_from_the_checkpoint_with_a_fresh_optimizer(small_data:
     for name, value in tuned.model.state_dict().items():
         if name in saved:
             assert torch.equal(value, saved[name]), f"{name} is not the checkpoint's"
-    assert tuned.step == 0 and not tuned.optimizer.state, "a fine-tune starts at step 0 with an empty optimizer"
-    latest = base.ckpt_root / "latest" / "tokenizer.json"
+    assert tuned.state.step == 0 and not tuned.state.optimizer.state, "a fine-tune starts at step 0, Adam empty"
+    latest = base.checkpoints.root / "latest" / "tokenizer.json"
     assert tuned.cfg.data.tokenizer == latest.resolve() and tuned.tokenizer_path.read_bytes() == latest.read_bytes()
     m = tuned.train_step()
     assert m.step == 1 and m.lr == lr_at(0, tuned.cfg.optim)

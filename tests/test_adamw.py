@@ -8,9 +8,10 @@ from hypothesis import strategies as st
 from torch import nn
 
 from albor.config import OptimConfig
-from albor.contracts import tolerance
-from albor.optim import adamw_reference, build_optimizer
-from albor.testing import rel_err
+from albor.optim.adamw import build_optimizer
+from albor.verify.contracts import tolerance
+from albor.verify.numerics import rel_err
+from albor.verify.references import adamw_reference
 
 
 class Pair(nn.Module):

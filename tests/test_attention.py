@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from albor import ops
-from albor.contracts import tolerance
-from albor.testing import rel_err
+from albor.verify.contracts import tolerance
+from albor.verify.numerics import rel_err
 
 
 @st.composite

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 
+import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from albor import ops
-from albor.contracts import tolerance
-from albor.testing import linear_ce_both_ways, rel_err
+from albor.ops.cross_entropy import linear_cross_entropy as reference
+from albor.verify.contracts import tolerance
+from albor.verify.numerics import linear_ce_both_ways, rel_err
+
+if importlib.util.find_spec("triton") is not None:  # without it the kernel tests (marked triton) skip
+    from albor.kernels import buffers
+    from albor.kernels.cross_entropy import chunk_rows, linear_cross_entropy, tile
 
 
 @st.composite
@@ -91,3 +98,112 @@ def test_linear_matches_explicit_logits(batch: tuple[torch.Tensor, torch.Tensor]
     grads = linear_ce_both_ways(hidden, weight, targets, reduction)
     for got, want in zip(*grads, strict=True):
         assert rel_err(got, want) <= tolerance("CE-006", torch.float64)
+
+
+# The Triton kernel, against the same float64 references.
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+FEW = settings(max_examples=max(5, settings.default.max_examples // 5))  # the interpreter is slow
+
+
+def _case(seed: int, n: int, d: int, v: int, n_ignored: int = 0, dtype: torch.dtype = torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(n, d, generator=g, dtype=torch.float64) * 2
+    weight = torch.randn(v, d, generator=g, dtype=torch.float64)
+    targets = torch.randint(0, v, (n,), generator=g)
+    targets[torch.randperm(n, generator=g)[:n_ignored]] = -100
+    return hidden.to(DEVICE, dtype), weight.to(DEVICE, dtype), targets.to(DEVICE)
+
+
+def _run(fn, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, reduction: str):
+    h, w = hidden.clone().requires_grad_(True), weight.clone().requires_grad_(True)
+    loss = fn(h, w, targets, reduction=reduction)
+    loss.backward()
+    return loss.detach(), h.grad, w.grad
+
+
+@pytest.mark.triton
+@given(st.integers(1, 10**5), st.integers(1, 4096), st.integers(2, 200_000))
+def test_kernel_chunk_logits_stay_near_four_hidden_sizes(n: int, d: int, v: int) -> None:
+    rows = chunk_rows(n, d, v)
+    assert 1 <= rows <= n and rows * v <= 4 * n * d + v
+
+
+@pytest.mark.triton
+@FEW
+@given(
+    st.integers(0, 2**31 - 1),
+    st.integers(1, 20),
+    st.integers(1, 6),
+    st.integers(2, 70),
+    st.integers(0, 20),
+    st.sampled_from(["mean", "sum"]),
+)
+def test_kernel_matches_reference_in_float64(seed: int, n: int, d: int, v: int, n_ignored: int, reduction: str) -> None:
+    case = _case(seed, n, d, v, n_ignored=min(n_ignored, n - 1))
+    with buffers.poisoned():
+        got = _run(linear_cross_entropy, *case, reduction)
+    for a, b in zip(got, _run(reference, *case, reduction), strict=True):
+        assert rel_err(a, b) <= 1e-12
+
+
+@pytest.mark.triton
+def test_kernel_vocabulary_over_several_blocks() -> None:
+    # The online softmax over column blocks: the largest logit sits in the last, partial block.
+    _, block_v = tile(10**6)
+    hidden, weight, targets = _case(0, 3, 2, block_v + 37)
+    weight[-5:] *= 40
+    with buffers.poisoned():
+        got = _run(linear_cross_entropy, hidden, weight, targets, "mean")
+    for a, b in zip(got, _run(reference, hidden, weight, targets, "mean"), strict=True):
+        assert rel_err(a, b) <= 1e-12
+
+
+@pytest.mark.triton
+def test_kernel_out_of_range_target_poisons_the_loss() -> None:
+    hidden, weight, targets = _case(1, 5, 3, 11)
+    targets[2] = 11
+    assert math.isnan(linear_cross_entropy(hidden, weight, targets).item())
+
+
+@pytest.mark.triton
+def test_kernel_all_ignored_matches_reference() -> None:
+    hidden, weight, targets = _case(2, 4, 3, 7, n_ignored=4)
+    got, want = (
+        _run(linear_cross_entropy, hidden, weight, targets, "mean"),
+        _run(reference, hidden, weight, targets, "mean"),
+    )
+    assert math.isnan(got[0].item()) and math.isnan(want[0].item())
+    assert got[1].abs().max().item() == 0 and got[2].abs().max().item() == 0
+    assert linear_cross_entropy(hidden, weight, targets, reduction="sum").item() == 0
+
+
+@pytest.mark.triton
+def test_kernel_forward_without_gradients() -> None:
+    hidden, weight, targets = _case(3, 6, 3, 9)
+    with torch.no_grad():
+        loss = linear_cross_entropy(hidden, weight, targets)
+    assert rel_err(loss, reference(hidden, weight, targets)) <= 1e-12
+
+
+@pytest.mark.triton
+def test_kernel_autocast_matches_reference_under_autocast() -> None:
+    hidden, weight, targets = _case(4, 9, 5, 13, dtype=torch.float32)
+    with torch.autocast(DEVICE.type, dtype=torch.bfloat16):
+        got = _run(linear_cross_entropy, hidden, weight, targets, "mean")
+        want = _run(reference, hidden, weight, targets, "mean")
+    assert got[1].dtype == got[2].dtype == torch.float32, "gradients reach float32 leaves in their dtype"
+    for a, b in zip(got, want, strict=True):
+        assert rel_err(a, b) <= 2e-2
+
+
+@pytest.mark.triton
+@pytest.mark.parametrize(
+    ("shapes", "reduction", "match"),
+    [(((4, 3), (7, 3), (4,)), "none", "reduction"), (((4, 3), (7, 2), (4,)), "mean", "hidden"),
+     (((4, 3), (7, 3), (5,)), "mean", "targets")],
+)  # fmt: skip
+def test_kernel_bad_arguments_are_refused(shapes, reduction: str, match: str) -> None:
+    h, w, t = shapes
+    with pytest.raises(ValueError, match=match):
+        linear_cross_entropy(torch.ones(h), torch.ones(w), torch.zeros(t, dtype=torch.long), reduction=reduction)

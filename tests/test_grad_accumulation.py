@@ -10,9 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from albor import ops
-from albor.contracts import tolerance
-from albor.optim import accumulate, count_targets
-from albor.testing import rel_err
+from albor.optim.grad_accumulation import accumulate, count_targets
+from albor.verify.contracts import tolerance
+from albor.verify.numerics import rel_err
 
 D, V = 5, 7
 

@@ -6,9 +6,9 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from albor.contracts import tolerance
-from albor.optim import clip_grad_norm
-from albor.testing import rel_err
+from albor.optim.grad_clip import clip_grad_norm
+from albor.verify.contracts import tolerance
+from albor.verify.numerics import rel_err
 
 shapes = st.lists(st.lists(st.integers(1, 6), min_size=1, max_size=3).map(tuple), min_size=1, max_size=5)
 

@@ -8,8 +8,8 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from albor.config import OptimConfig
-from albor.contracts import tolerance
-from albor.optim import lr_at
+from albor.optim.lr_schedule import lr_at
+from albor.verify.contracts import tolerance
 
 
 @st.composite

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from albor.contracts.load import ROOT
+from albor.verify.contracts import ROOT
 
 
 @pytest.mark.parametrize("args", [["check", "."], ["format", "--check", "."]], ids=["lint", "format"])

@@ -31,9 +31,15 @@ def test_activation_memory_budget_is_kept() -> None:
     assert load_config("default", []).activation_memory_budget == 1.0
 
 
-def test_vocab_mismatch_names_both_fields() -> None:
-    with pytest.raises(ValueError, match=r"model.vocab_size \(32768\) must equal data.vocab_size \(8192\)"):
-        load_config("pretrain-350m", ["data.vocab_size=8192"])
+def test_vocab_and_context_are_said_once_in_data() -> None:
+    cfg = load_config("pretrain-350m", ["data.vocab_size=8192", "data.seq_len=512"])
+    assert (cfg.model.vocab_size, cfg.model.max_seq_len) == (8192, 512)
+    with pytest.raises(ValueError, match=r"model.vocab_size \(100\) is derived from data.vocab_size \(32768\)"):
+        load_config("pretrain-350m", ["model.vocab_size=100"])
+    with pytest.raises(ValueError, match=r"model.max_seq_len \(64\) is derived from data.seq_len \(1024\)"):
+        load_config("pretrain-350m", ["model.max_seq_len=64"])
+    saved = load_config("default")
+    assert build_config(yaml.safe_load(saved.to_yaml()), []) == saved, "a run's saved config loads back equal"
 
 
 def test_tensorboard_logger_writes_every_metric_beside_the_jsonl(small_data: Path, tmp_path: Path) -> None:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from albor.contracts.load import ROOT
-from albor.falsify.battery import LOCAL_RESULTS
-from albor.falsify.junit import load_results
+from albor.verify.battery import LOCAL_RESULTS
+from albor.verify.contracts import ROOT
+from albor.verify.junit import load_results
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +27,7 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 def results() -> Path:
     # The local results folder (git-ignored) is where the spec book reads them from.
     out = LOCAL_RESULTS
-    proc = _run("albor.falsify", "battery", "--all", "--out", str(out))
+    proc = _run("albor", "battery", "--all", "--out", str(out))
     xml = out / "junit-cpu.xml"
     assert xml.is_file(), proc.stdout[-3000:] + proc.stderr[-3000:]
     failed = sorted(n for n, o in load_results([xml]).items() if o == "failed")
@@ -40,14 +40,14 @@ def _with_gpu_runs(results: Path) -> list[str]:
 
 
 def test_contracts_check_against_battery(results: Path) -> None:
-    proc = _run("albor.contracts", "check", "--results", *_with_gpu_runs(results))
+    proc = _run("albor", "check", "--results", *_with_gpu_runs(results))
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1].startswith("OK:")
 
 
 def test_every_mutant_killed_and_report_graded(results: Path) -> None:
     mutants = LOCAL_RESULTS / "mutants.json"
-    proc = _run("albor.falsify", "mutants", "--json", str(mutants))
+    proc = _run("albor", "mutants", "--json", str(mutants))
     summary = json.loads(mutants.read_text())
     survivors = [m for m in summary["mutants"] if m["runnable"] and not m["killed"]]
     assert proc.returncode == 0 and not survivors, proc.stdout[-4000:]
@@ -55,7 +55,7 @@ def test_every_mutant_killed_and_report_graded(results: Path) -> None:
 
     report_path = LOCAL_RESULTS / "report.json"
     proc = _run(
-        "albor.falsify",
+        "albor",
         "report",
         "--junit",
         *_with_gpu_runs(results),
@@ -71,6 +71,6 @@ def test_every_mutant_killed_and_report_graded(results: Path) -> None:
 
 
 def test_spec_book_builds_without_warnings(results: Path) -> None:
-    proc = _run("albor.spec", "build", "--use-existing")
+    proc = _run("albor", "book", "--use-existing")
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert (ROOT / "docs" / "_build" / "html" / "generated" / "report.html").is_file()

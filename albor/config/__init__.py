@@ -30,8 +30,12 @@ class ModelConfig(Strict):
     n_heads: int = Field(gt=0, description="query heads")
     n_kv_heads: int = Field(gt=0, description="key/value heads (grouped-query attention); divides n_heads")
     d_ff: int = Field(gt=0, description="SwiGLU hidden width")
-    vocab_size: int = Field(gt=7, description="must cover the 7 fixed special-token ids")
-    max_seq_len: int = Field(gt=0, description="longest sequence the RoPE tables and the KV cache hold")
+    vocab_size: int = Field(
+        default=32768, gt=7, description="ids the embedding holds; in a train config, data.vocab_size (derived)"
+    )
+    max_seq_len: int = Field(
+        default=1024, gt=0, description="positions the RoPE tables hold; in a train config, data.seq_len (derived)"
+    )
     norm_eps: float = Field(default=1e-5, gt=0, description="RMSNorm epsilon")
     rope_theta: float = Field(default=10000.0, gt=1, description="RoPE base b of theta_i = b^(-2i/d)")
     tie_embeddings: bool = Field(default=False, description="the LM head shares the token embedding")

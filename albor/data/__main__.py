@@ -2,7 +2,7 @@
 
 Every ``DataConfig`` field is set with the same override grammar as ``albor train`` (there as
 ``data.field=value``): ``albor data prepare source=~/my-code license_policy=any vocab_size=8192``.
-``out`` defaults to a cache folder named by vocab_size, seq_len, seed and a hash of the rest.
+``out`` is by default a cache folder named by vocab_size, seq_len, seed and a hash of the rest.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def parser(prog: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog,
         description=__doc__,
-        epilog=f"fields (defaults, and what each means):\n{fields}",
+        epilog=f"fields (default values, and what each means):\n{fields}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("stage", choices=list(STAGES), help="; ".join(f"{k}: {v}" for k, v in STAGES.items()))

@@ -13,15 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from albor.falsify import faults
-
 STATE_VERSION = 1
 
 
 def epoch_order(n_windows: int, seed: int, epoch: int) -> np.ndarray:
     """The permutation of all window indices that epoch ``epoch`` visits."""
-    if faults.active("cursor_sequential_order"):
-        return np.arange(n_windows)
     return _permutation(n_windows, seed, epoch)
 
 
@@ -68,10 +64,7 @@ class DataCursor:
     def next_batch(self) -> np.ndarray:
         """This rank's window indices for the next batch (``batch_size`` of them)."""
         epoch, b = divmod(self._step, self.batches_per_epoch)
-        if faults.active("cursor_skips_epoch_at_boundary") and b == 0 and epoch > 0:
-            epoch += 1
-        rank = 0 if faults.active("cursor_ranks_share_batches") else self.rank
-        start = (b * self.world_size + rank) * self.batch_size
+        start = (b * self.world_size + self.rank) * self.batch_size
         self._step += 1
         return epoch_order(self.n_windows, self.seed, epoch)[start : start + self.batch_size].copy()
 
@@ -99,8 +92,4 @@ class DataCursor:
         step = state.get("step")
         if not isinstance(step, int) or step < 0:
             raise ValueError(f"cursor state has an invalid step {step!r}")
-        if faults.active("cursor_position_not_restored"):
-            step = 0
-        if faults.active("cursor_resume_repeats_batch"):
-            step = max(step - 1, 0)
         self._step = step

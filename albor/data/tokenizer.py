@@ -12,12 +12,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import regex
-from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from albor.data.config import DataConfig
 from albor.data.corpus import read_corpus
 from albor.data.files import sha256_file
-from albor.falsify import faults
 from albor.io import write_text_atomic
 
 SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<pad>", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>")
@@ -34,8 +33,6 @@ def _bare() -> Tokenizer:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()
-    if faults.active("tokenizer_collapses_whitespace"):
-        tok.normalizer = normalizers.Replace(Regex(r"[ \t]+"), " ")
     return tok
 
 

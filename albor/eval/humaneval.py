@@ -25,7 +25,6 @@ from tqdm import tqdm
 
 from albor.eval.passk import mean_pass_at_k
 from albor.eval.sandbox import OUTCOMES, Limits, Result, SandboxError, run_many
-from albor.falsify import faults
 from albor.generate import Sampling, encode, stream_text
 from albor.io import write_text_atomic
 from albor.model import Decoder
@@ -179,19 +178,6 @@ def report(samples: list[Sample], n_problems: int, n: int) -> Report:
     return Report(n_problems, n, pass_at, {o: counts[o] for o in OUTCOMES}, samples)
 
 
-def _structural_report(problems: list[Problem], n: int) -> Report:
-    """ALB-130 re-created: every prompt that parses is scored as a pass."""
-    samples = []
-    for p in problems:
-        try:
-            compile(p.prompt, p.task_id, "exec")
-            result = "passed"
-        except SyntaxError:
-            result = "error"
-        samples += [Sample(p.task_id, j, "", result, "structural") for j in range(n)]
-    return report(samples, len(problems), n)
-
-
 def evaluate_humaneval(
     model: Decoder,
     tokenizer: Tokenizer,
@@ -205,12 +191,7 @@ def evaluate_humaneval(
 ) -> Report:
     """Generate, execute and score; raises ``InferenceError`` if the model fails on any problem."""
     sampling = sampling or Sampling()
-    try:
-        completions = generate_completions(model, tokenizer, problems, n, sampling, max_new_tokens, progress)
-    except InferenceError:
-        if faults.active("humaneval_structural_fallback"):
-            return _structural_report(problems, n)
-        raise
+    completions = generate_completions(model, tokenizer, problems, n, sampling, max_new_tokens, progress)
     samples = execute(problems, completions, workers or os.cpu_count() or 1, limits)
     return report(samples, len(problems), n)
 

@@ -10,7 +10,6 @@ import torch
 import triton
 import triton.language as tl
 
-from albor.falsify import faults
 from albor.kernels import buffers
 from albor.kernels.launch import accumulator_dtype, as_rows, check_device, compute_dtype, kernel_device, n_programs
 
@@ -35,7 +34,7 @@ def _rmsnorm_fwd_kernel(
 def _rmsnorm_bwd_kernel(
     dy_ptr, x_ptr, w_ptr, rstd_ptr, dx_ptr, dw_part_ptr, dy_stride, x_stride, dx_stride,
     n_rows, n_cols, tiles_per_program,
-    BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, CD: tl.constexpr, HALF_GRAD: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, CD: tl.constexpr,
 ):  # fmt: skip
     pid = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK_D)
@@ -49,8 +48,6 @@ def _rmsnorm_bwd_kernel(
         rstd = tl.load(rstd_ptr + rows, mask=rows < n_rows, other=0.0)[:, None]
         xhat = x * rstd
         dyw = dy * w
-        if HALF_GRAD:  # fault rmsnorm_kernel_half_grad (ALB-201): a float16 intermediate
-            dyw = dyw.to(tl.float16).to(CD)
         dx = (dyw - xhat * (tl.sum(dyw * xhat, axis=1) / n_cols)[:, None]) * rstd
         tl.store(dx_ptr + rows[:, None] * dx_stride + cols[None, :], dx.to(dx_ptr.dtype.element_ty), mask=mask)
         dw += dy * xhat
@@ -101,15 +98,13 @@ def _rmsnorm_backward(
     tiles = triton.cdiv(n_rows, block_m)
     tiles_per_program = triton.cdiv(tiles, min(tiles, n_programs(x2.device, per_sm=8)))
     programs = triton.cdiv(tiles, tiles_per_program)
-    # ALB-041 re-created: the scratch counted by floor division, one row short when tiles don't divide.
-    scratch_rows = tiles // tiles_per_program if faults.active("rmsnorm_kernel_scratch_short") else programs
     dx = buffers.empty((n_rows, n_cols), x2.dtype, x2.device)
-    dw_part = buffers.empty((scratch_rows, n_cols), accumulator_dtype(x2.dtype), x2.device)
+    dw_part = buffers.empty((programs, n_cols), accumulator_dtype(x2.dtype), x2.device)
     _rmsnorm_bwd_kernel[(programs,)](
         dy2, x2, weight, rstd, dx, dw_part, dy2.stride(0), x2.stride(0), dx.stride(0),
         n_rows, n_cols, tiles_per_program,
         BLOCK_M=block_m, BLOCK_D=block_d, CD=compute_dtype(x2.dtype),
-        HALF_GRAD=faults.active("rmsnorm_kernel_half_grad"), num_warps=_warps(block_m, block_d),
+        num_warps=_warps(block_m, block_d),
     )  # fmt: skip
     return dx.view(x.shape), dw_part.sum(0).to(weight.dtype)
 
@@ -127,7 +122,7 @@ def _setup(ctx, inputs: tuple, output: tuple) -> None:
 def _grads(ctx, dy: torch.Tensor, _drstd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, None]:
     x, weight, rstd = ctx.saved_tensors
     dx, dw = _rmsnorm_backward(dy, x, weight, rstd)
-    return dx, None if faults.active("rmsnorm_kernel_no_gain_grad") else dw, None
+    return dx, dw, None
 
 
 _rmsnorm_forward.register_autograd(_grads, setup_context=_setup)
@@ -138,6 +133,4 @@ def rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     if weight.shape != (x.shape[-1],):
         raise ValueError(f"weight has shape {tuple(weight.shape)}, expected ({x.shape[-1]},)")
     check_device("rmsnorm", DEVICE, x, weight)
-    if faults.active("kernel_breaks_graph"):  # ALB-204 re-created: the launch leaves the compiled graph
-        torch._dynamo.graph_break()
     return _rmsnorm_forward(x, weight.contiguous(), eps)[0]

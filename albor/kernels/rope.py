@@ -10,7 +10,6 @@ import torch
 import triton
 import triton.language as tl
 
-from albor.falsify import faults
 from albor.kernels import buffers
 from albor.kernels.launch import check_device, compute_dtype, kernel_device
 
@@ -89,8 +88,6 @@ def _setup(ctx, inputs: tuple, output: tuple) -> None:
 
 
 def _grads(ctx, dq: torch.Tensor, dk: torch.Tensor) -> tuple:
-    if faults.active("rope_kernel_no_backward"):  # ALB-119 re-created: the backward is the identity
-        return dq, dk, None, None, None
     cos, sin = ctx.saved_tensors
     return (*_rope_op(dq, dk, cos, sin, not ctx.inverse), None, None, None)
 

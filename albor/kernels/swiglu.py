@@ -10,7 +10,6 @@ import torch
 import triton
 import triton.language as tl
 
-from albor.falsify import faults
 from albor.kernels import buffers
 from albor.kernels.launch import as_rows, check_device, compute_dtype, kernel_device
 
@@ -20,7 +19,7 @@ BLOCK = 1024  # columns of one tile at most
 @triton.jit
 def _swiglu_fwd_kernel(
     g_ptr, u_ptr, y_ptr, g_stride, u_stride, y_stride, n_rows, n_cols,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CD: tl.constexpr, UNMASKED_STORE: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CD: tl.constexpr,
 ):  # fmt: skip
     rows = (tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M))[:, None]
     cols = (tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N))[None, :]
@@ -28,16 +27,13 @@ def _swiglu_fwd_kernel(
     g = tl.load(g_ptr + rows * g_stride + cols, mask=mask, other=0.0).to(CD)
     u = tl.load(u_ptr + rows * u_stride + cols, mask=mask, other=0.0).to(CD)
     y = (g / (1.0 + tl.exp(-g)) * u).to(y_ptr.dtype.element_ty)
-    if UNMASKED_STORE:  # fault swiglu_kernel_unmasked_store (ALB-059): the edge tiles write past the rows
-        tl.store(y_ptr + rows * y_stride + cols, y)
-    else:
-        tl.store(y_ptr + rows * y_stride + cols, y, mask=mask)
+    tl.store(y_ptr + rows * y_stride + cols, y, mask=mask)
 
 
 @triton.jit
 def _swiglu_bwd_kernel(
     dy_ptr, g_ptr, u_ptr, dg_ptr, du_ptr, dy_stride, g_stride, u_stride, d_stride, n_rows, n_cols,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CD: tl.constexpr, MISSING_UP: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CD: tl.constexpr,
 ):  # fmt: skip
     rows = (tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M))[:, None]
     cols = (tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N))[None, :]
@@ -47,7 +43,7 @@ def _swiglu_bwd_kernel(
     u = tl.load(u_ptr + rows * u_stride + cols, mask=mask, other=0.0).to(CD)
     sig = 1.0 / (1.0 + tl.exp(-g))
     dsilu = sig * (1.0 + g * (1.0 - sig))
-    dg = dy * dsilu if MISSING_UP else dy * dsilu * u  # MISSING_UP: fault swiglu_kernel_gate_grad_missing_up
+    dg = dy * dsilu * u
     tl.store(dg_ptr + rows * d_stride + cols, dg.to(dg_ptr.dtype.element_ty), mask=mask)
     tl.store(du_ptr + rows * d_stride + cols, (dy * g * sig).to(du_ptr.dtype.element_ty), mask=mask)
 
@@ -77,7 +73,7 @@ def _swiglu_forward(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     _swiglu_fwd_kernel[_grid(n_rows, n_cols)](
         g2, u2, y, g2.stride(0), u2.stride(0), y.stride(0), n_rows, n_cols,
         BLOCK_M=block_m, BLOCK_N=block_n, CD=compute_dtype(gate.dtype),
-        UNMASKED_STORE=faults.active("swiglu_kernel_unmasked_store"), num_warps=4,
+        num_warps=4,
     )  # fmt: skip
     return y.view(gate.shape)
 
@@ -97,7 +93,7 @@ def _swiglu_backward(dy: torch.Tensor, gate: torch.Tensor, up: torch.Tensor) -> 
     _swiglu_bwd_kernel[_grid(n_rows, n_cols)](
         dy2, g2, u2, dg, du, dy2.stride(0), g2.stride(0), u2.stride(0), dg.stride(0), n_rows, n_cols,
         BLOCK_M=block_m, BLOCK_N=block_n, CD=compute_dtype(g2.dtype),
-        MISSING_UP=faults.active("swiglu_kernel_gate_grad_missing_up"), num_warps=8,
+        num_warps=8,
     )  # fmt: skip
     return dg.view(gate.shape), du.view(gate.shape)
 

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import torch
 
-from albor.falsify import faults
-
 
 def rope_tables(
     positions: torch.Tensor, head_dim: int, theta: float = 10000.0, dtype: torch.dtype = torch.float32
@@ -33,18 +31,8 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     return torch.cat((x1 * c - x2 * s, x2 * c + x1 * s), dim=-1).to(x.dtype)
 
 
-def _apply(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    if faults.active("rope_disabled"):
-        return x
-    if faults.active("rope_no_backward"):
-        with torch.no_grad():
-            delta = _rotate(x, cos, sin) - x
-        return x + delta
-    return _rotate(x, cos, sin)
-
-
 def apply_rope(
     q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Rotate queries (B, T, H, D) and keys (B, T, Hkv, D) by the tables from ``rope_tables``."""
-    return _apply(q, cos, sin), _apply(k, cos, sin)
+    return _rotate(q, cos, sin), _rotate(k, cos, sin)

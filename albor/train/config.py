@@ -10,9 +10,12 @@ import yaml
 from pydantic import Field, field_validator, model_validator
 
 from albor.config import ModelConfig, OptimConfig, Strict, commented_yaml, load_model_config, load_yaml, preset_path
+from albor.config.errors import ConfigError
 from albor.config.overrides import parse_overrides, set_dotted, validate
 from albor.data.config import DataConfig
 from albor.ops.dispatch import OPS, Backend
+
+DERIVED = {"vocab_size", "max_seq_len"}  # the model fields that follow from data.vocab_size and data.seq_len
 
 
 class TrainConfig(Strict):
@@ -61,6 +64,35 @@ class TrainConfig(Strict):
     )
     runs_dir: Path = Field(default=Path("runs"), description="folder that holds every run")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_model_sizes(cls, tree: Any) -> Any:
+        """The vocabulary and the context are said once, in ``data``; the model's copies follow from them."""
+        if not isinstance(tree, dict) or "model" not in tree:
+            return tree
+        model = tree["model"]
+        if isinstance(model, str):
+            try:
+                model = load_model_config(model).model_dump(mode="json", exclude=DERIVED)
+            except ConfigError:
+                return tree  # the field's own validator names the unknown preset
+        if not isinstance(model, dict):
+            return tree
+        data = tree.get("data") if isinstance(tree.get("data"), dict) else {}
+        fields = DataConfig.model_fields
+        derived = {
+            "vocab_size": data.get("vocab_size", fields["vocab_size"].default),
+            "max_seq_len": data.get("seq_len", fields["seq_len"].default),
+        }
+        source = {"vocab_size": "data.vocab_size", "max_seq_len": "data.seq_len"}
+        for key, value in derived.items():
+            if key in model and model[key] != value:
+                raise ValueError(
+                    f"model.{key} ({model[key]}) is derived from {source[key]} ({value}): "
+                    f"leave it out, or set {source[key]}"
+                )
+        return {**tree, "model": {**model, **derived}}
+
     @field_validator("model", mode="before")
     @classmethod
     def _model_preset(cls, v: Any) -> Any:
@@ -76,12 +108,6 @@ class TrainConfig(Strict):
 
     @model_validator(mode="after")
     def _fits(self) -> TrainConfig:
-        if self.model.vocab_size != self.data.vocab_size:
-            raise ValueError(
-                f"model.vocab_size ({self.model.vocab_size}) must equal data.vocab_size ({self.data.vocab_size})"
-            )
-        if self.data.seq_len > self.model.max_seq_len:
-            raise ValueError(f"data.seq_len ({self.data.seq_len}) exceeds model.max_seq_len ({self.model.max_seq_len})")
         if self.activation_memory_budget < 1 and not self.compile:
             raise ValueError(f"activation_memory_budget={self.activation_memory_budget} needs compile: true")
         return self
@@ -100,7 +126,7 @@ def build_config(base: dict[str, Any], overrides: list[str]) -> TrainConfig:
     for key, value in parse_overrides(overrides):
         # `model.n_layers=4` on a preset name edits that preset's fields.
         if key.startswith("model.") and isinstance(tree.get("model"), str):
-            tree["model"] = load_model_config(tree["model"]).model_dump(mode="json")
+            tree["model"] = load_model_config(tree["model"]).model_dump(mode="json", exclude=DERIVED)
         set_dotted(tree, key, value)
     return validate(TrainConfig, tree)
 

@@ -1,14 +1,11 @@
-"""The training loop: data, model, optimizer, schedule, checkpoints, evaluation, alerts and metrics."""
+"""The training loop: one run's data, TrainState, schedule, checkpoints, evaluation, alerts and metrics."""
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import math
-import shutil
 import time
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,31 +23,23 @@ from albor.crash import crash_point
 from albor.data import default_data_dir, load_windows, prepare_config
 from albor.data.cursor import DataCursor
 from albor.eval.perplexity import evaluate_perplexity
-from albor.falsify import faults
 from albor.hardware import card_name, peak_tflops
 from albor.io import write_json_atomic, write_text_atomic
 from albor.kernels.host_copy import read_scalar
 from albor.model import Decoder
-from albor.ops import dispatch
-from albor.optim import accumulate, build_optimizer, clip_grad_norm, count_targets, lr_at
-from albor.train import distributed, rng
+from albor.ops.dispatch import Kernels
+from albor.optim.adamw import build_optimizer
+from albor.optim.grad_accumulation import accumulate, count_targets
+from albor.optim.grad_clip import clip_grad_norm
+from albor.optim.lr_schedule import lr_at
+from albor.train import distributed
 from albor.train.config import TrainConfig
+from albor.train.metrics import MetricsLog, StepMetrics
+from albor.train.state import TrainState
 
 
 class TrainingAlert(RuntimeError):
     """The run stopped on a non-finite or out-of-range loss or gradient norm."""
-
-
-@dataclass
-class StepMetrics:
-    step: int
-    loss: float
-    lr: float
-    grad_norm: float
-    tokens: int
-    tok_s: float
-    mfu: float | None
-    mfu_with_head: float | None
 
 
 def check_runnable(cfg: TrainConfig) -> None:
@@ -76,7 +65,7 @@ def steps_available(n_windows: int, cfg: TrainConfig, world: int) -> int:
 def check_schedule_fits(n_windows: int, cfg: TrainConfig, world: int) -> None:
     """ALB-129: refuse a schedule whose max_steps needs more data than the configured epochs supply."""
     available = steps_available(n_windows, cfg, world)
-    if cfg.optim.max_steps > available and not faults.active("schedule_data_unchecked"):
+    if cfg.optim.max_steps > available:
         per_step = cfg.micro_batch * cfg.grad_accum * world
         raise ValueError(
             f"optim.max_steps={cfg.optim.max_steps} needs {cfg.optim.max_steps * per_step} windows "
@@ -109,7 +98,12 @@ def with_init_source(cfg: TrainConfig) -> tuple[TrainConfig, Path | None]:
 
 
 class Trainer:
-    """One run under ``runs_dir/name``; ``resume`` continues from its latest checkpoint that verifies."""
+    """One run under ``runs_dir/name``: it sets up, then starts fresh (or from ``init_from``) or resumes.
+
+    Setup is in parts a reader can hold: the device and process group, the data, the state (model on
+    its own ``Kernels``, optimizer, cursor), the checkpoint manager, then DDP and compile. ``resume``
+    continues from the run's latest checkpoint that verifies.
+    """
 
     def __init__(self, cfg: TrainConfig, resume: bool = False) -> None:
         # On resume the run's own checkpoint holds the weights, and its config already names the tokenizer.
@@ -118,49 +112,34 @@ class Trainer:
         self.device = pick_device(cfg)
         self.dist = distributed.init(self.device.type)
         self.run_dir = cfg.runs_dir / cfg.name
-        self.ckpt_root = self.run_dir / "checkpoints"
-        self.kernels = self._set_kernels()
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True)
         torch.manual_seed(cfg.seed)
-
-        self.data_dir = self._prepare_data()
-        self.tokenizer_path = self.data_dir / "tokenizer.json"
-        self.train_windows = load_windows(self.data_dir, "train")
-        self.val_windows = load_windows(self.data_dir, "val")
-        check_schedule_fits(len(self.train_windows), cfg, self.dist.world)
-
-        self.model = Decoder(cfg.model).to(self.device)
-        self.optimizer = build_optimizer(self.model, cfg.optim, fused=self.device.type == "cuda")
-        self.cursor = self._new_cursor()
-        self.step = 0
-        self.tokens_seen = 0
-        self.best_val: float | None = None
+        self._setup_data()
+        self.kernels = Kernels(cfg.kernels, cfg.allow_kernel_fallback, self.device)
+        model = Decoder(cfg.model, self.kernels).to(self.device)
+        self.state = TrainState(
+            model=model,
+            optimizer=build_optimizer(model, cfg.optim, fused=self.device.type == "cuda"),
+            cursor=DataCursor(len(self.train_windows), cfg.micro_batch, cfg.seed, self.dist.rank, self.dist.world),
+        )
+        self.checkpoints = ckpt.CheckpointManager(
+            self.run_dir / "checkpoints", cfg.keep_last, cfg.to_yaml(), self.tokenizer_path
+        )
+        self.log = MetricsLog(self.run_dir, tensorboard=cfg.logger == "tensorboard")
         self.last_val: float | None = None
         self.resumed_from: int | None = None
         self._bar: tqdm | None = None
-        self._tb: Any = None  # a TensorBoard SummaryWriter when logger is tensorboard
         self._start = time.perf_counter()
         if resume:
-            self._resume()
-        elif ckpt.list_checkpoints(self.ckpt_root):
+            self.resume()
+        elif self.checkpoints.any():
             raise FileExistsError(f"{self.run_dir} has checkpoints: pass --resume to continue it, or another name")
         elif init_ckpt is not None:
-            ckpt.load_checkpoint(init_ckpt, self.model, None)
-
-        self.train_model: torch.nn.Module = self.model
-        if self.dist.active:
-            self.train_model = DistributedDataParallel(self.model)
-        if cfg.compile:
-            # A step compiled earlier in this process for a model of the same structure would be reused,
-            # with that run's memory budget: every run compiles its own (ALB-205).
-            if not faults.active("compiled_step_reused"):
-                torch._dynamo.reset()
-            # AOTAutograd reads it when the step is first compiled, to choose what to recompute.
-            functorch_config.activation_memory_budget = cfg.activation_memory_budget
-            self.train_model = torch.compile(self.train_model)
+            ckpt.load_checkpoint(init_ckpt, model, None)
+        self.train_model = self._wrap(model)
         self.bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.params = [p for p in model.parameters() if p.requires_grad]
         self.tokens_per_step = cfg.micro_batch * cfg.grad_accum * self.dist.world * cfg.data.seq_len
         m = cfg.model
         # Two MFU bases: Albor's counts neither the embedding nor the LM head in N; the peers' counts the head.
@@ -170,94 +149,72 @@ class Trainer:
         peak = peak_tflops(self.card) if self.device.type == "cuda" else None
         self.peak_flops = peak * 1e12 if peak is not None else None
 
-    def _set_kernels(self) -> dict[str, str]:
-        used = {}
-        for op in dispatch.OPS:
-            used[op] = dispatch.set_backend(
-                op, self.cfg.kernels.get(op, "reference"), self.cfg.allow_kernel_fallback, self.device
-            )
-        return used
+    @property
+    def model(self) -> Decoder:
+        return self.state.model
 
-    def _prepare_data(self) -> Path:
+    def _setup_data(self) -> None:
         d = self.cfg.data
         if self.dist.main:
             prepare_config(d)
         distributed.barrier(self.dist)
-        return Path(d.out) if d.out is not None else default_data_dir(d)
+        self.data_dir = Path(d.out) if d.out is not None else default_data_dir(d)
+        self.tokenizer_path = self.data_dir / "tokenizer.json"
+        self.train_windows = load_windows(self.data_dir, "train")
+        self.val_windows = load_windows(self.data_dir, "val")
+        check_schedule_fits(len(self.train_windows), self.cfg, self.dist.world)
 
-    def _new_cursor(self) -> DataCursor:
-        return DataCursor(len(self.train_windows), self.cfg.micro_batch, self.cfg.seed, self.dist.rank, self.dist.world)
+    def _wrap(self, model: Decoder) -> torch.nn.Module:
+        """The module the step runs: DDP around the model on several ranks, compiled when asked."""
+        wrapped: torch.nn.Module = DistributedDataParallel(model) if self.dist.active else model
+        if not self.cfg.compile:
+            return wrapped
+        # A step compiled earlier in this process for a model of the same structure would be reused,
+        # with that run's memory budget: every run compiles its own (ALB-205).
+        torch._dynamo.reset()
+        # AOTAutograd reads it when the step is first compiled, to choose what to recompute.
+        functorch_config.activation_memory_budget = self.cfg.activation_memory_budget
+        return torch.compile(wrapped)
 
     # --- checkpoints -------------------------------------------------------------------------
 
-    def _state(self) -> dict[str, Any]:
-        cursor = (self._new_cursor() if faults.active("checkpoint_drops_cursor") else self.cursor).state_dict()
-        return {
-            "step": self.step,
-            "tokens_seen": self.tokens_seen,
-            "best_val_loss": self.best_val,
-            "world_size": self.dist.world,
-            "cursors": distributed.gather(self.dist, cursor),
-            "rng": distributed.gather(self.dist, rng.capture()),
-            "data_dir": str(self.data_dir.resolve()),
-        }
-
     def save(self) -> Path | None:
         """Checkpoint the current step (rank 0 writes; every rank contributes its cursor and RNG)."""
-        state = self._state()
+        progress = self.state.progress()
+        state = {
+            "step": progress["step"],
+            "tokens_seen": progress["tokens_seen"],
+            "best_val_loss": progress["best_val_loss"],
+            "world_size": self.dist.world,
+            "cursors": distributed.gather(self.dist, progress["cursor"]),
+            "rng": distributed.gather(self.dist, progress["rng"]),
+            "data_dir": str(self.data_dir.resolve()),
+        }
         path = None
         if self.dist.main:
-            path = ckpt.save_checkpoint(
-                self.ckpt_root, self.step, self.model, self.optimizer, state, self.cfg.to_yaml(), self.tokenizer_path
-            )
-            ckpt.prune(self.ckpt_root, self.cfg.keep_last)
+            path = self.checkpoints.save(self.state.step, self.state.model, self.state.optimizer, state)
         distributed.barrier(self.dist)
         return path
 
-    def _resume(self) -> None:
-        found = ckpt.latest_valid(self.ckpt_root)
+    def resume(self) -> None:
+        """Load the run's latest checkpoint that verifies into the state, and cut the log back to it."""
+        found = self.checkpoints.latest()
         if found is None:
-            raise FileNotFoundError(f"--resume: no checkpoint that verifies under {self.ckpt_root}")
-        state = ckpt.load_checkpoint(found, self.model, self.optimizer)
-        if state["world_size"] != self.dist.world:
-            raise ValueError(f"{found}: saved with world size {state['world_size']}, resumed with {self.dist.world}")
-        self.step = 0 if faults.active("resume_resets_step") else state["step"]
-        self.tokens_seen = state["tokens_seen"]
-        self.best_val = state["best_val_loss"]
-        self.cursor.load_state_dict(state["cursors"][self.dist.rank])
-        rng.restore(state["rng"][self.dist.rank])
-        self.resumed_from = state["step"]
+            raise FileNotFoundError(f"--resume: no checkpoint that verifies under {self.checkpoints.root}")
+        saved = self.checkpoints.load(found, self.state.model, self.state.optimizer)
+        if saved["world_size"] != self.dist.world:
+            raise ValueError(f"{found}: saved with world size {saved['world_size']}, resumed with {self.dist.world}")
+        rank = self.dist.rank
+        self.state.load_progress({**saved, "cursor": saved["cursors"][rank], "rng": saved["rng"][rank]})
+        self.resumed_from = saved["step"]
         if self.dist.main:
-            self._truncate_metrics(state["step"])
-        if faults.active("resume_resaves") and self.dist.main:
-            shutil.rmtree(found)
-            self.save()
-
-    def _truncate_metrics(self, step: int) -> None:
-        """Drop metric lines logged after the checkpoint we resume from (the killed run wrote them).
-
-        A run killed while appending leaves a partial last line; it is dropped with the rest.
-        """
-        path = self.run_dir / "metrics.jsonl"
-        if not path.exists():
-            return
-        keep = []
-        for line in path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                if faults.active("resume_trusts_metrics_lines"):
-                    raise
-                continue
-            if record["step"] <= step:
-                keep.append(line)
-        write_text_atomic(path, "".join(f"{line}\n" for line in keep))
+            self.log.truncate_after(saved["step"])
 
     # --- the loop ----------------------------------------------------------------------------
 
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor, int]:
         """The next micro-batch on the device, and its target count (counted on the host: no GPU sync)."""
-        w = torch.from_numpy(self.train_windows[self.cursor.next_batch()].astype(np.int64))
+        w = torch.from_numpy(self.train_windows[self.state.cursor.next_batch()].astype(np.int64))
         n = count_targets(w[:, 1:])
         if self.device.type == "cuda":
             w = w.pin_memory()
@@ -274,8 +231,9 @@ class Trainer:
     def train_step(self) -> StepMetrics:
         """One optimizer step over ``grad_accum`` micro-batches on every rank."""
         t0 = time.perf_counter()
-        lr = lr_at(self.step, self.cfg.optim)
-        for group in self.optimizer.param_groups:
+        state, optimizer = self.state, self.state.optimizer
+        lr = lr_at(state.step, self.cfg.optim)
+        for group in optimizer.param_groups:
             group["lr"] = lr
         batches = [self._batch() for _ in range(self.cfg.grad_accum)]
         micro = [(x, y) for x, y, _ in batches]
@@ -283,15 +241,14 @@ class Trainer:
         no_sync = self.train_model.no_sync if isinstance(self.train_model, DistributedDataParallel) else None
         loss = accumulate(micro, self._loss_sum, self.params, n_targets, float(self.dist.world), no_sync)
         grad_norm = clip_grad_norm(self.params, self.cfg.optim.grad_clip)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.step += 1
-        self.tokens_seen += self.tokens_per_step
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+        state.tokens_seen += self.tokens_per_step
         loss_v = distributed.all_sum(self.dist, read_scalar(loss))
         gn = read_scalar(grad_norm)
-        dt = time.perf_counter() - t0
-        tok_s = self.tokens_per_step / dt
-        return StepMetrics(self.step, loss_v, lr, gn, self.tokens_seen, tok_s, *self.mfu(tok_s))
+        tok_s = self.tokens_per_step / (time.perf_counter() - t0)
+        return StepMetrics(state.step, loss_v, lr, gn, state.tokens_seen, tok_s, *self.mfu(tok_s))
 
     def mfu(self, tok_s: float) -> tuple[float | None, float | None]:
         """MFU at ``tok_s`` on Albor's basis and with the LM head in N (the peers'); None off the peak table."""
@@ -316,24 +273,14 @@ class Trainer:
             raise TrainingAlert(f"step {m.step}: {reason}; stopped with a final checkpoint at {path}")
 
     def evaluate(self) -> float:
-        """val_ppl over the first ``eval_windows`` val windows (the same code as ``python -m albor.eval``)."""
+        """val_ppl over the first ``eval_windows`` val windows (the same code as ``albor eval perplexity``)."""
         res = evaluate_perplexity(
             self.model, self.val_windows, self.cfg.micro_batch, self.device, self.cfg.eval_windows, self.bf16
         )
         if self.dist.main:
-            self._log(
-                {"kind": "eval", "step": self.step, "val_loss": res.loss, "val_ppl": res.ppl, "tokens": res.tokens}
-            )
+            record = {"kind": "eval", "step": self.state.step, "val_loss": res.loss, "val_ppl": res.ppl}
+            self.log.write(record | {"tokens": res.tokens})
         return res.loss
-
-    def _log(self, record: dict[str, Any]) -> None:
-        with (self.run_dir / "metrics.jsonl").open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        if self._tb is not None:
-            for key, value in record.items():
-                if key not in ("kind", "step") and isinstance(value, int | float):
-                    self._tb.add_scalar(f"{record['kind']}/{key}", value, record["step"])
-            self._tb.flush()
 
     def _begin(self) -> None:
         if self._bar is not None:
@@ -342,13 +289,10 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             write_text_atomic(self.run_dir / "config.yaml", self.cfg.to_yaml())
             write_json_atomic(self.run_dir / "run.json", self.metadata())
-            if self.cfg.logger == "tensorboard":
-                from torch.utils.tensorboard import SummaryWriter
-
-                self._tb = SummaryWriter(str(self.run_dir / "tensorboard"))
+            self.log.open()
         self._bar = tqdm(
             total=self.cfg.optim.max_steps,
-            initial=self.step,
+            initial=self.state.step,
             disable=not self.dist.main,
             unit="step",
             dynamic_ncols=True,
@@ -365,8 +309,8 @@ class Trainer:
             "mfu_note": self._mfu_note(),
             "torch": torch.__version__,
             "world_size": self.dist.world,
-            "kernels": self.kernels,
-            "kernel_fallbacks": dispatch.fallbacks(),
+            "kernels": self.kernels.backends,
+            "kernel_fallbacks": self.kernels.fallbacks,
             "resumed_from": self.resumed_from,
         }
 
@@ -383,43 +327,43 @@ class Trainer:
     def fit_steps(self, n: int) -> None:
         """Run ``n`` more optimizer steps, with logging, evaluation, checkpoints and alerts."""
         self._begin()
-        cfg = self.cfg
+        cfg, state = self.cfg, self.state
         for _ in range(n):
             m = self.train_step()
             crash_point("step", m.step)
             if self.dist.main:
                 rec = {"kind": "train", **m.__dict__, "time": round(time.perf_counter() - self._start, 3)}
-                self._log({k: v for k, v in rec.items() if v is not None})
+                self.log.write({k: v for k, v in rec.items() if v is not None})
                 self._bar.update(1)
                 self._bar.set_postfix(
                     loss=f"{m.loss:.3f}", lr=f"{m.lr:.2e}", gn=f"{m.grad_norm:.2f}", tok_s=f"{m.tok_s:,.0f}"
                 )
             self._check_alerts(m)
-            last = self.step == cfg.optim.max_steps
+            last = state.step == cfg.optim.max_steps
             saved = False
-            if self.step % cfg.eval_every == 0 or last:
+            if state.step % cfg.eval_every == 0 or last:
                 self.last_val = self.evaluate()
-                if self.best_val is None or self.last_val < self.best_val:
-                    self.best_val = self.last_val
+                if state.best_val_loss is None or self.last_val < state.best_val_loss:
+                    state.best_val_loss = self.last_val
                     self.save()
                     saved = True
                     if self.dist.main:
-                        ckpt.set_link(self.ckpt_root / "best", ckpt.step_dir_name(self.step))
-            if not saved and (self.step % cfg.checkpoint_every == 0 or last):
+                        self.checkpoints.mark_best(state.step)
+            if not saved and (state.step % cfg.checkpoint_every == 0 or last):
                 self.save()
 
     def fit(self) -> dict[str, Any]:
         """Train until ``optim.max_steps``; returns a summary of the run."""
-        self.fit_steps(self.cfg.optim.max_steps - self.step)
+        self.fit_steps(self.cfg.optim.max_steps - self.state.step)
         if self._bar is not None:
             self._bar.close()
         summary = {
             "run": str(self.run_dir),
-            "steps": self.step,
-            "tokens_seen": self.tokens_seen,
+            "steps": self.state.step,
+            "tokens_seen": self.state.tokens_seen,
             "val_loss": self.last_val,
             "val_ppl": math.exp(self.last_val) if self.last_val is not None else None,
-            "best_val_loss": self.best_val,
+            "best_val_loss": self.state.best_val_loss,
             "wall_s": round(time.perf_counter() - self._start, 1),
             **self.metadata(),
         }
@@ -428,6 +372,5 @@ class Trainer:
         return summary
 
     def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
+        self.log.close()
         distributed.shutdown(self.dist)

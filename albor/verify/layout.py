@@ -18,3 +18,7 @@ ROOT = CHECKOUT
 """The repository root in a checkout; where an installed albor lives (site-packages) otherwise."""
 CONTRACTS_DIR = REGISTRY / "contracts"
 GAPS_DIR = REGISTRY / "gaps"
+COMMITTED_RESULTS = CHECKOUT / "falsification" / "results"
+"""Battery and mutant runs of other devices (GPU), committed with card and date."""
+LOCAL_RESULTS = COMMITTED_RESULTS / "local"
+"""This machine's last battery, mutant and report run (git-ignored)."""

@@ -1,0 +1,362 @@
+"""The generated pages of the book, as MyST text: contracts, gaps, the report and traceability."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+
+from albor.verify.book.book import Book
+from albor.verify.book.myst import badge, code, esc, facts, fenced, math, percent, ref, table, target
+from albor.verify.book.results import ResultSet, falsifier_result, mutant_verdict
+from albor.verify.gaps import Gap
+from albor.verify.schema import Contract
+
+NO_RESULTS = (
+    "No battery results yet: run `albor battery` here, or commit a GPU run's JUnit XML "
+    "and its `.json` sidecar under `falsification/results/`."
+)
+NO_CUDA = "No CUDA results are committed under `falsification/results/` yet, so no GPU column is shown."
+
+
+def when(iso: str) -> str:
+    """An ISO time as ``2026-11-26 08:44 UTC``."""
+    try:
+        t = dt.datetime.fromisoformat(iso).astimezone(dt.UTC)
+    except ValueError:
+        return iso
+    return t.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def first_sentence(text: str) -> str:
+    """The text up to its first full stop that ends a sentence."""
+    return re.split(r"(?<=[.!?])\s+(?=[A-Z`])", " ".join(text.split()), maxsplit=1)[0]
+
+
+def contract_label(component: str) -> str:
+    return f"contract-{component}"
+
+
+def obligation_label(ob_id: str) -> str:
+    return f"obl-{ob_id.lower()}"
+
+
+def gap_label(gap_id: str) -> str:
+    return f"gap-{gap_id.lower()}"
+
+
+def hidden_toctree(entries: list[str]) -> str:
+    return "\n".join(["```{toctree}", ":hidden:", "", *entries, "```"])
+
+
+def sources_note(results: list[ResultSet], counts: bool = False) -> str:
+    """Which battery runs the result columns come from (with their test counts when ``counts``)."""
+    if not results:
+        return NO_RESULTS
+    headers = ["column", "card", "date", "torch", "source", "file"]
+    if counts:
+        headers += ["passed", "failed", "skipped"]
+    rows = []
+    for r in results:
+        row = [esc(r.label), esc(r.card), esc(r.date), esc(r.torch or "—"), esc(r.origin), code(r.path.name)]
+        rows.append(row + ([str(r.count(o)) for o in ("passed", "failed", "skipped")] if counts else []))
+    text = table(headers, rows)
+    if not any(r.device == "cuda" for r in results):
+        text += "\n\n" + NO_CUDA
+    return text
+
+
+def result_cells(falsifier: str, results: list[ResultSet]) -> list[str]:
+    cells = []
+    for rs in results:
+        r = falsifier_result(falsifier, rs)
+        cells.append(badge(r.status, r.text))
+    return cells
+
+
+def falsifier_table(falsifiers: list[str], results: list[ResultSet], extra: dict[str, str] | None = None) -> str:
+    """One row per falsifier with its outcome in each result set (cases passed / cases run)."""
+    headers = ["falsifier", *(["obligation"] if extra is not None else []), *(esc(r.label) for r in results)]
+    rows = []
+    for f in falsifiers:
+        row = [code(f), *([extra.get(f, "—")] if extra is not None else []), *result_cells(f, results)]
+        rows.append(row)
+    if not results:
+        headers.append("result")
+        rows = [[*row, badge("not-run")] for row in rows]
+    return table(headers, rows)
+
+
+MUTANT_TEXT = {"passed": "killed", "failed": "survived", "skipped": "not runnable here"}
+
+
+def mutant_badge(m: dict[str, Any] | None) -> str:
+    if m is None:
+        return badge("not-run", "not run")
+    verdict = mutant_verdict(m)
+    return badge(verdict, MUTANT_TEXT[verdict])
+
+
+def contract_page(c: Contract, book: Book) -> str:
+    gaps = book.gaps_of(c.component)
+    rows = [
+        ("implementation", code(c.implementation)),
+        ["kernels", ", ".join(code(k) for k in c.kernels) or "none yet"],
+        ["contract file", f"{code(f'contracts/{c.component}.yaml')} (version {c.version})"],
+        [
+            "falsifiers",
+            ", ".join(code(f) for f in sorted({f.split("::")[0] for o in c.obligations for f in o.falsifiers})),
+        ],
+        ["references", "; ".join(esc(r) for r in c.references) or "none"],
+        ["gaps", ", ".join(ref(gap_label(g.id), g.id) for g in gaps) or "none filed"],
+    ]
+    out = [target(contract_label(c.component)), f"# {esc(c.component)}", "", esc(c.summary), "", facts(rows)]
+    if c.equations:
+        out += ["", "## Equations"]
+        for name, latex in c.equations.items():
+            out += ["", f"**{esc(name)}**", "", math(latex, f"eq-{c.component}-{name}")]
+    out += ["", "## Obligations", "", "Latest results, by battery run:", "", sources_note(book.results)]
+    for ob in c.obligations:
+        tol = ", ".join(f"{code(k)} ≤ {v:g}" for k, v in ob.tolerance.items())
+        out += ["", target(obligation_label(ob.id)), f"### {esc(ob.id)}: {esc(ob.kind)}", "", esc(ob.statement), ""]
+        out += [f"Tolerance: {tol}", ""] if tol else []
+        out.append(falsifier_table(ob.falsifiers, book.results))
+    out += ["", "## Gaps guarded by this contract", ""]
+    if gaps:
+        rows = [
+            [ref(gap_label(g.id), g.id), esc(g.title), badge(g.severity), esc(g.status), mutants_cell(g, book)]
+            for g in gaps
+        ]
+        out.append(table(["gap", "title", "severity", "status", "last mutant run"], rows))
+    else:
+        out.append("No gap has been filed against this contract.")
+    return "\n".join(out) + "\n"
+
+
+def mutants_cell(g: Gap, book: Book) -> str:
+    return "; ".join(f"{code(f)} {mutant_badge(book.mutants.get(f))}" for f in g.faults)
+
+
+def mutants_summary(g: Gap, book: Book) -> str:
+    """One badge for a gap's faults in the last mutant run: killed of run, or not run."""
+    runs = [book.mutants[f] for f in g.faults if f in book.mutants]
+    if not runs:
+        return badge("not-run", "not run")
+    verdicts = [mutant_verdict(m) for m in runs]
+    killed = verdicts.count("passed")
+    status = "failed" if "failed" in verdicts else "passed" if killed == len(g.faults) else "skipped"
+    return badge(status, f"{killed}/{len(g.faults)}")
+
+
+def contracts_index(book: Book) -> str:
+    out = [
+        target("contracts"),
+        "# Contracts",
+        "",
+        "Each component states what it promises as equations and obligations. Every obligation names the "
+        "falsifiers, tests written to break it; the columns show how they fared in each battery run.",
+        "",
+    ]
+    rows = []
+    for c in book.contracts.values():
+        falsifiers = [f for ob in c.obligations for f in ob.falsifiers]
+        summary = []
+        for rs in book.results:
+            res = [falsifier_result(f, rs) for f in falsifiers]
+            ok = sum(r.status == "passed" for r in res)
+            status = "failed" if any(r.status == "failed" for r in res) else "passed" if ok == len(res) else "not-run"
+            summary.append(badge(status, f"{ok}/{len(res)} passed"))
+        rows.append(
+            [
+                ref(contract_label(c.component), c.component),
+                esc(first_sentence(c.summary)),
+                str(len(c.obligations)),
+                *summary,
+            ]
+        )
+    headers = ["contract", "summary", "obligations", *(esc(f"falsifiers, {r.label}") for r in book.results)]
+    out += [table(headers, rows) if rows else "No contracts yet.", "", sources_note(book.results), ""]
+    out.append(hidden_toctree(list(book.contracts)))
+    return "\n".join(out) + "\n"
+
+
+def gap_register(book: Book) -> str:
+    by = {s: sum(g.severity == s for g in book.gaps) for s in ("critical", "major", "minor")}
+    out = [
+        target("gap-register"),
+        "# Gap register",
+        "",
+        "Every bug that was ever found: the ones the predecessor stack shipped (origin *historic*) and the "
+        "ones found while building Albor (origin *found here*). Each names the falsifiers that now catch it "
+        "and a fault: a patch to the runtime's source that re-creates the bug. The mutant run applies each "
+        "patch to a copy of the tree and checks that a falsifier fails there.",
+        "",
+        f"{len(book.gaps)} gaps: {by['critical']} critical, {by['major']} major, {by['minor']} minor.",
+        "",
+    ]
+    rows = [
+        [
+            ref(gap_label(g.id), g.id),
+            esc(g.title),
+            ref(contract_label(g.contract), g.contract) if g.contract in book.contracts else esc(g.contract),
+            badge(g.severity),
+            esc(g.status),
+            esc(g.origin),
+            mutants_summary(g, book),
+        ]
+        for g in book.gaps
+    ]
+    headers = ["id", "title", "component", "severity", "status", "origin", "mutants killed"]
+    out += [table(headers, rows) if rows else "No gaps filed yet.", ""]
+    out.append(hidden_toctree([g.id for g in book.gaps]))
+    return "\n".join(out) + "\n"
+
+
+def gap_page(g: Gap, book: Book) -> str:
+    contract = ref(contract_label(g.contract), g.contract) if g.contract in book.contracts else esc(g.contract)
+    rows = [
+        ("component", esc(g.component)),
+        ("contract", contract),
+        ("severity", badge(g.severity)),
+        ("status", esc(g.status)),
+        ("origin", esc(g.origin)),
+    ]
+    out = [target(gap_label(g.id)), f"# {esc(g.id)}: {esc(g.title)}", "", facts(rows)]
+    for title, text in (("Symptom", g.symptom), ("Root cause", g.root_cause), ("Fix", g.fix)):
+        out += ["", f"## {title}", "", esc(text)]
+    obligations = {
+        f: ", ".join(ref(obligation_label(ob.id), ob.id) for _, ob in book.obligations_of(f)) or "—"
+        for f in g.falsifiers
+    }
+    out += ["", "## Falsifiers", "", falsifier_table(g.falsifiers, book.results, obligations)]
+    out += [
+        "",
+        "## Faults",
+        "",
+        "Each fault is the bug itself, as a patch to the runtime's source; the mutant run applies it to a copy "
+        "of the tree and runs the falsifiers above against that copy.",
+    ]
+    for name in g.faults:
+        fault, m = book.faults.get(name), book.mutants.get(name)
+        detail = esc(m.get("detail", "")) if m else "no mutant run recorded"
+        out += ["", f"### {code(name)}", "", f"{mutant_badge(m)} {detail}", ""]
+        patch = fault.path if fault else None
+        out.append(fenced(patch.read_text(), "diff") if patch and patch.is_file() else "The patch file is missing.")
+    return "\n".join(out) + "\n"
+
+
+GRADE_STYLE = {
+    "Toyota Standard": "passed",
+    "Kaizen Required": "warning",
+    "Andon Warning": "warning",
+    "Stop the Line": "failed",
+}
+
+
+def report_page(book: Book) -> str:
+    out = [target("falsification-report"), "# Falsification report", ""]
+    rep = book.report
+    if rep is None:
+        out += [
+            "No report yet: `albor book` runs the battery, the mutants and the report (or run `albor report`).",
+            "",
+            "## Battery runs",
+            "",
+            sources_note(book.results, counts=True),
+        ]
+        return "\n".join(out) + "\n"
+    bat = rep["battery"]
+    obligations = rep.get("obligations", [])
+    mutants = rep.get("mutants", [])
+    n_ok = sum(o["status"] == "passed" for o in obligations)
+    killed = sum(bool(m.get("killed")) for m in mutants)
+    runnable = sum(bool(m.get("runnable", True)) for m in mutants)
+    grade = rep["grade"]
+    out += [
+        f"Generated {esc(when(rep['generated']))} from the battery run in "
+        + ", ".join(code(p.rsplit("/", 1)[-1]) for p in bat["junit"])
+        + ". See {ref}`reading-a-report` for what each number means.",
+        "",
+        *(["```{warning}", stale, "```", ""] if (stale := book.stale_note()) else []),
+        f"```{{rubric}} Grade: {grade}",
+        f":class: grade grade-{GRADE_STYLE.get(grade, 'warning')}",
+        "```",
+        "",
+        table(
+            ["measure", "value", "from"],
+            [
+                ["**score**", f"**{percent(rep['score'])}**", "the lowest of the three rates below"],
+                [
+                    "battery pass rate",
+                    percent(bat["pass_rate"]),
+                    f"{bat['passed']} passed, {bat['failed']} failed, {bat['skipped']} skipped of {bat['tests']}",
+                ],
+                ["obligation coverage", percent(rep["coverage"]), f"{n_ok} of {len(obligations)} obligations passed"],
+                ["mutant kill rate", percent(rep["kill_rate"]), f"{killed} of {runnable} runnable mutants killed"],
+            ],
+        ),
+        "",
+        "## Critical failures",
+        "",
+    ]
+    crit = rep.get("critical_failures", [])
+    out.append("\n".join(f"- {esc(c)}" for c in crit) if crit else "None.")
+    out += ["", "## Battery runs", "", sources_note(book.results, counts=True)]
+    out += ["", "## Obligation coverage", ""]
+    rows = [
+        [
+            ref(obligation_label(o["id"]), o["id"]) if o.get("component") in book.contracts else esc(o["id"]),
+            esc(o["component"]),
+            esc(o["kind"]),
+            esc(o["statement"]),
+            badge(o["status"]),
+        ]
+        for o in obligations
+    ]
+    out.append(table(["obligation", "component", "kind", "statement", "status"], rows) if rows else "No obligations.")
+    out += ["", "## Mutants", "", "Each gap's fault applied to a copy of the tree, against that gap's falsifiers.", ""]
+    rows = [
+        [
+            code(m["fault"]),
+            ref(gap_label(m["gap"]), m["gap"]) if any(g.id == m["gap"] for g in book.gaps) else esc(m["gap"]),
+            badge(m["severity"]),
+            mutant_badge(m),
+            esc(m.get("detail", "")),
+        ]
+        for m in mutants
+    ]
+    out.append(table(["fault", "gap", "severity", "result", "detail"], rows) if rows else "No mutants were run.")
+    return "\n".join(out) + "\n"
+
+
+def trace_page(book: Book) -> str:
+    out = [
+        target("traceability"),
+        "# Traceability matrix",
+        "",
+        "Contract → obligation → falsifier → gap → fault. One row per falsifier of each obligation; a "
+        "falsifier in the contract's own file `falsification/test_<contract>.py` is shown by its test name. "
+        "A falsifier that guards no gap shows a dash.",
+        "",
+        "## Dangling references",
+        "",
+    ]
+    if book.problems:
+        out.append("\n".join(f"- {esc(p)}" for p in book.problems))
+    else:
+        out.append("None: every link above resolves. The build fails on any dangling reference.")
+    out += ["", "## Matrix", ""]
+    rows, last = [], ("", "")
+    for r in book.rows:
+        rows.append(
+            [
+                ref(contract_label(r.contract), r.contract) if r.contract != last[0] else "",
+                ref(obligation_label(r.obligation), r.obligation) if (r.contract, r.obligation) != last else "",
+                code(r.falsifier.removeprefix(f"falsification/test_{r.contract}.py::")),
+                ", ".join(ref(gap_label(g), g) for g in r.gaps) or "—",
+                ", ".join(code(f) for f in r.faults) or "—",
+            ]
+        )
+        last = (r.contract, r.obligation)
+    out.append(table(["contract", "obligation", "falsifier", "gaps", "faults"], rows) if rows else "Nothing yet.")
+    return "\n".join(out) + "\n"
