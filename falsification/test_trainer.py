@@ -169,7 +169,7 @@ except preflight.PreflightFailed as e:
 def test_preflight_failure_refuses_and_names_claims(tmp_path: Path) -> None:
     tree = copy_tree(ROOT, tmp_path / "tree")
     apply((GAPS_DIR / "ALB-106" / "rope_disabled.patch").read_text(), tree)
-    env = {**os.environ, "PYTHONPATH": str(tree)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree), os.environ.get("PYTHONPATH", "")])}
     run = tmp_path / "run"
     cmd = [sys.executable, "-c", PREFLIGHT_ON_A_BROKEN_TREE, str(run)]
     proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, check=False)

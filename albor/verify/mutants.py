@@ -23,7 +23,7 @@ from albor.io import write_json_atomic
 from albor.verify.battery import LOCAL_RESULTS
 from albor.verify.faults import FaultError, apply, copy_tree, faults_of
 from albor.verify.gaps import Gap, load_gaps
-from albor.verify.junit import load_results
+from albor.verify.junit import cases_of, load_results
 from albor.verify.layout import GAPS_DIR, ROOT
 
 
@@ -47,35 +47,50 @@ def _imported_from(tree: Path, env: dict[str, str]) -> Path:
     return Path(out.strip()).resolve()
 
 
-def run_mutant(m: Mutant, root: Path = ROOT) -> Mutant:
-    """Apply ``m`` to a copy of ``root`` and run its falsifiers there; sets ``killed``, ``runnable`` and ``detail``."""
+def run_in_copy(root: Path, diff: str | None, tests: list[str]) -> tuple[int, dict[str, str], str]:
+    """pytest's exit status, the outcome of every case, and the output's tail, for ``tests`` run against a
+    copy of ``root`` with ``diff`` applied (none: the copy as it is). Raises FaultError when it does not apply."""
     with tempfile.TemporaryDirectory() as tmp:
         tree = copy_tree(root, Path(tmp) / "tree")
-        try:
-            apply(m.diff, tree)
-        except FaultError as e:
-            m.detail = f"ERROR: the patch does not apply: {e}"
-            return m
+        if diff is not None:
+            apply(diff, tree)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree), os.environ.get("PYTHONPATH", "")])}
         where = _imported_from(tree, env)
         if not where.is_relative_to(tree.resolve()):
-            m.detail = f"ERROR: the copy's albor is not the one imported ({where})"
-            return m
+            raise RuntimeError(f"the copy's albor is not the one imported ({where})")
         xml = Path(tmp) / "junit.xml"
-        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={xml}", *m.falsifiers]
+        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={xml}", *tests]
         proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, check=False)
         outcomes = load_results([xml]) if xml.is_file() else {}
+    return proc.returncode, outcomes, " | ".join((proc.stdout + proc.stderr).strip().splitlines()[-5:])
+
+
+def run_mutant(m: Mutant, root: Path = ROOT, clean: dict[str, str] | None = None) -> Mutant:
+    """Apply ``m`` to a copy of ``root`` and run its falsifiers there; sets ``killed``, ``runnable`` and ``detail``.
+
+    ``clean`` holds the outcomes of the same falsifiers on the unpatched tree: a falsifier that does not
+    pass there proves nothing against the mutant, so the mutant is an error, not a kill.
+    """
+    if clean is not None:
+        broken = sorted(n for f in m.falsifiers for n in cases_of(f, clean) if clean[n] == "failed")
+        if broken:
+            m.detail = f"ERROR: without the fault these falsifiers fail already: {', '.join(broken[:3])}"
+            return m
+    try:
+        code, outcomes, tail = run_in_copy(root, m.diff, m.falsifiers)
+    except FaultError as e:
+        m.detail = f"ERROR: the patch does not apply: {e}"
+        return m
     failed = sorted(n for n, o in outcomes.items() if o == "failed")
     counts = {o: sum(v == o for v in outcomes.values()) for o in ("passed", "failed", "skipped")}
-    if proc.returncode == 1 and failed:
+    if code == 1 and failed:
         m.killed, m.detail = True, f"killed by {', '.join(failed[:3])}{' …' if len(failed) > 3 else ''}"
-    elif proc.returncode == 0 and counts["passed"] == 0:
+    elif code == 0 and counts["passed"] == 0:
         m.runnable, m.detail = False, f"not runnable here: all {counts['skipped']} case(s) skipped"
-    elif proc.returncode == 0:
+    elif code == 0:
         m.detail = f"SURVIVED: {counts['passed']} passed, {counts['skipped']} skipped"
     else:
-        tail = (proc.stdout + proc.stderr).strip().splitlines()[-5:]
-        m.detail = f"ERROR: pytest exit {proc.returncode}: {' | '.join(tail)}"
+        m.detail = f"ERROR: pytest exit {code}: {tail}"
     return m
 
 
@@ -90,8 +105,10 @@ def mutants_of(gaps: list[Gap], gaps_dir: Path = GAPS_DIR) -> list[Mutant]:
 def run_mutants(gaps_dir: Path = GAPS_DIR, workers: int | None = None) -> dict:
     """Run every mutant; returns the JSON-ready summary."""
     mutants = mutants_of(load_gaps(gaps_dir), gaps_dir)
+    # Every falsifier once on the unpatched copy: only one that passes there can kill a mutant.
+    _, clean, _ = run_in_copy(ROOT, None, sorted({f for m in mutants for f in m.falsifiers}))
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        done = list(pool.map(run_mutant, mutants))
+        done = list(pool.map(lambda m: run_mutant(m, ROOT, clean), mutants))
     where = {"device": device_kind(), "card": card_name(), "date": dt.date.today().isoformat()}
     return summarize([asdict(m) | {"ran_on": where} for m in done]) | where
 
