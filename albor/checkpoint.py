@@ -8,6 +8,7 @@ symlinks replaced atomically. A checkpoint whose manifest does not verify is nev
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -74,27 +75,46 @@ def save_checkpoint(
     config_yaml: str,
     tokenizer_path: Path,
 ) -> Path:
-    """Write the checkpoint of ``step`` under ``root`` atomically and point ``latest`` at it."""
+    """Write the checkpoint of ``step`` under ``root`` atomically and point ``latest`` at it.
+
+    A write that fails (a full disk, most often) removes its temporary folder and raises
+    CheckpointError saying what failed and how much space is left; the previous checkpoints stand.
+    """
     final = root / step_dir_name(step)
     if final.exists():
         raise CheckpointError(f"{final} exists already: a step is never saved twice")
     tmp = root / f".tmp-{final.name}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_model(model, str(tmp / "model.safetensors"))
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    crash_point("checkpoint", step)
-    (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")
-    (tmp / "config.yaml").write_text(config_yaml)
-    shutil.copyfile(tokenizer_path, tmp / "tokenizer.json")
-    for name in FILES:
-        _fsync(tmp / name)
-    write_json_atomic(tmp / "MANIFEST.json", {name: _sha256(tmp / name) for name in FILES})
-    fsync_dir(tmp)
+    try:
+        save_model(model, str(tmp / "model.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        crash_point("checkpoint", step)
+        (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")
+        (tmp / "config.yaml").write_text(config_yaml)
+        shutil.copyfile(tokenizer_path, tmp / "tokenizer.json")
+        for name in FILES:
+            _fsync(tmp / name)
+        write_json_atomic(tmp / "MANIFEST.json", {name: _sha256(tmp / name) for name in FILES})
+        fsync_dir(tmp)
+    except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError of its zip writer
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(_write_failure(root, step, e)) from e
     os.rename(tmp, final)
     fsync_dir(root)
+    crash_point("link", step)
     set_link(root / "latest", final.name)
     return final
+
+
+def _write_failure(root: Path, step: int, error: BaseException) -> str:
+    free = shutil.disk_usage(root).free
+    full = getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or free < (1 << 20)
+    why = "the disk is full" if full else "the write failed"
+    return (
+        f"{root}: saving step {step} failed, {why} ({type(error).__name__}: {error}; {free:,} bytes free); "
+        "the partial checkpoint was removed and the earlier ones are intact: free space, then --resume"
+    )
 
 
 def verify(ckpt: Path) -> None:
@@ -113,6 +133,15 @@ def verify(ckpt: Path) -> None:
             raise CheckpointError(f"{path}: missing")
         if _sha256(path) != digest:
             raise CheckpointError(f"{path}: sha256 does not match {manifest_path}")
+
+
+def _free_name(path: Path) -> Path:
+    """``path``, or ``path-2``, ``path-3``, … : the first that does not exist yet."""
+    n, candidate = 1, path
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}-{n}")
+    return candidate
 
 
 def list_checkpoints(root: Path) -> list[Path]:
@@ -194,6 +223,29 @@ class CheckpointManager:
     def latest(self) -> Path | None:
         """The newest checkpoint that verifies (each one skipped is warned about), or None."""
         return latest_valid(self.root)
+
+    def recover(self) -> Path | None:
+        """The newest checkpoint that verifies, after moving every newer one that does not aside.
+
+        A checkpoint that fails verification is renamed ``corrupt-step-NNNNNNNN`` (kept for inspection,
+        never listed or loaded again) so that the resumed run can save that step anew; ``latest``
+        then points at the checkpoint returned, and a ``best`` link to a moved one is removed.
+        """
+        for ckpt in reversed(list_checkpoints(self.root)):
+            try:
+                verify(ckpt)
+            except CheckpointError as e:
+                aside = _free_name(self.root / f"corrupt-{ckpt.name}")
+                os.rename(ckpt, aside)
+                fsync_dir(self.root)
+                warnings.warn(f"moved corrupt checkpoint {ckpt.name} aside to {aside.name}: {e}", stacklevel=2)
+                continue
+            set_link(self.root / "latest", ckpt.name)
+            best = self.root / "best"
+            if best.is_symlink() and not best.exists():
+                best.unlink()
+            return ckpt
+        return None
 
     def load(self, path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
         """Verify ``path``, load its weights (and optimizer state) in place; returns its state.json."""

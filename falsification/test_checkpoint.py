@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -127,3 +129,49 @@ def test_prune_keeps_last_and_best(tmp_path: Path) -> None:
     ckpt.set_link(root / "best", paths[1].name)
     ckpt.prune(root, keep_last=2)
     assert [p.name for p in ckpt.list_checkpoints(root)] == [paths[i].name for i in (1, 3, 4)]
+
+
+# Run inside a private mount namespace whose checkpoint folder is a small tmpfs: the first save fits,
+# the second finds the disk full.
+DISK_FULL = """
+import json, sys
+from pathlib import Path
+from albor import checkpoint as ckpt
+from falsification.test_checkpoint import _save, _trained
+root, tmp = Path(sys.argv[1]), Path(sys.argv[2])
+m, o = _trained()
+first = _save(root, 1, m, o, tmp)
+try:
+    _save(root, 2, m, o, tmp)
+    error = None
+except ckpt.CheckpointError as e:
+    error = str(e)
+print(json.dumps({"error": error, "left": sorted(p.name for p in root.iterdir()),
+                  "latest": ckpt.latest_valid(root).name, "first": first.name}))
+"""
+
+
+@pytest.mark.claim("CKPT-006")
+def test_a_full_disk_fails_the_save_cleanly_and_says_so(tmp_path: Path) -> None:
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare (util-linux) to mount a small tmpfs in a private mount namespace")
+    model, opt = _trained()
+    size = sum(f.stat().st_size for f in _save(tmp_path / "probe", 1, model, opt, tmp_path).iterdir())
+    root = tmp_path / "ckpts"
+    root.mkdir()
+    mount = f"mount -t tmpfs -o size={int(size * 1.6)} tmpfs {root}"
+    repo = str(Path(__file__).parents[1])
+    run = f'{mount} && PYTHONPATH="{repo}:$PYTHONPATH" "{sys.executable}" -c "$0" {root} {tmp_path}'
+    proc = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", run, DISK_FULL],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0 and "mount" in proc.stderr and "tmpfs" not in proc.stdout:
+        pytest.skip(f"this machine allows no private tmpfs: {proc.stderr.strip()[-200:]}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["error"] and "the disk is full" in out["error"] and "step 2" in out["error"], out
+    assert not [n for n in out["left"] if n.startswith(".tmp-")], "the partial checkpoint must not stay"
+    assert out["latest"] == out["first"], "the earlier checkpoint stands and is the one to resume from"

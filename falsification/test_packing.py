@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -131,3 +132,29 @@ def test_prepare_reuses_cache(built: tuple[Path, DataConfig], tmp_path: Path) ->
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == stamp
     prepare(cfg.source, out, 300, 15, seed=3, fim_rate=0.25, **OPTIONS)
     assert load_manifest(out).fim_rate == 0.25
+
+
+@pytest.mark.claim("PACK-007")
+def test_an_empty_val_split_is_refused_at_prepare(built: tuple[Path, DataConfig], tmp_path: Path) -> None:
+    _, cfg = built
+    with pytest.raises(
+        ValueError, match=r"the val split has 0 tokens, fewer than one window of 16; raise val_fraction"
+    ):
+        prepare(cfg.source, tmp_path / "no-val", 300, 15, seed=3, shard_tokens=1024, val_fraction=0.0)
+    assert not (tmp_path / "no-val" / MANIFEST).exists(), "no manifest describes data that cannot train"
+
+
+@pytest.mark.claim("PACK-008")
+def test_a_swapped_tokenizer_of_another_vocabulary_is_refused_even_when_rehashed(
+    built: tuple[Path, DataConfig], tmp_path: Path
+) -> None:
+    out = _copy(built, tmp_path)
+    other = tiny_tokenizer(vocab_size=280)
+    digest = save_tokenizer(other, out / "tokenizer.json")
+    manifest = json.loads((out / MANIFEST).read_text())
+    manifest["tokenizer_sha256"] = digest  # the manifest re-hashed by hand: its sha256 now matches
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    made_with = manifest["tokenizer_vocab"]
+    assert other.get_vocab_size() != made_with
+    with pytest.raises(ValueError, match=rf"a tokenizer of {other.get_vocab_size()} ids, .* one of {made_with:,}"):
+        load_windows(out, "train")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,8 @@ import pytest
 import torch
 
 from albor.config import ModelConfig
-from albor.data import load_windows
+from albor.data import load_windows, prepare
+from albor.data.synthetic import clean_repos, write_repos
 from albor.eval import __main__ as eval_cli
 from albor.eval.perplexity import evaluate_perplexity
 from albor.generate import load
@@ -86,7 +88,8 @@ def test_cli_matches_trainer_eval(small_data: Path, tmp_path: Path, capsys) -> N
         "checkpoint_every": 4,
         "runs_dir": str(tmp_path),
     }
-    Trainer(build_config(run, [])).fit()
+    with Trainer(build_config(run, [])) as trainer:
+        trainer.fit()
     capsys.readouterr()
     metrics = [json.loads(line) for line in (tmp_path / "ppl" / "metrics.jsonl").read_text().splitlines()]
     logged = [m for m in metrics if m["kind"] == "eval"][-1]
@@ -116,3 +119,28 @@ def test_overlong_windows_refused(device: torch.device, monkeypatch: pytest.Monk
         evaluate_perplexity(model, bad, 2, device)
     assert calls == []
     assert evaluate_perplexity(_model(device), _windows(seq_len=CFG.max_seq_len), 2, device).tokens == 7 * 19
+
+
+@pytest.mark.claim("PPL-006")
+def test_eval_refuses_a_data_folder_rebuilt_with_another_tokenizer(small_data: Path, tmp_path: Path, capsys) -> None:
+    data = Path(shutil.copytree(small_data, tmp_path / "data"))
+    run = {
+        "name": "ppl",
+        "model": {"name": "ppl", "n_layers": 1, "d_model": 24, "n_heads": 3, "n_kv_heads": 1, "d_ff": 40},
+        "data": {"vocab_size": 300, "seq_len": 16, "out": str(data), "source": str(small_data.parent / "src")},
+        "optim": {"lr": 3e-3, "min_lr": 3e-4, "warmup_steps": 1, "max_steps": 2},
+        "micro_batch": 3,
+        "device": "cpu",
+        "eval_every": 2,
+        "eval_windows": 5,
+        "checkpoint_every": 2,
+        "runs_dir": str(tmp_path),
+    }
+    with Trainer(build_config(run, [])) as trainer:
+        trainer.fit()
+    # The same folder rebuilt from other sources: same vocabulary size and context, other ids.
+    other = write_repos(tmp_path / "other-src", clean_repos(n_repos=6, files_per_repo=4, seed=7))
+    prepare(other, data, vocab_size=300, seq_len=16, seed=0)
+    capsys.readouterr()
+    assert eval_cli.main(["perplexity", "--checkpoint", str(tmp_path / "ppl"), "--device", "cpu"]) == 2
+    assert "is not the tokenizer of the data in" in capsys.readouterr().err

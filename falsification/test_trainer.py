@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -52,8 +54,8 @@ def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def _uninterrupted(cfg: TrainConfig) -> Path:
-    trainer = Trainer(cfg)
-    trainer.fit()
+    with Trainer(cfg) as trainer:
+        trainer.fit()
     return trainer.run_dir
 
 
@@ -72,13 +74,13 @@ def test_resume_equals_uninterrupted(small_data: Path, tmp_path: Path, tied: boo
     ref = _uninterrupted(small_config(small_data, tmp_path / "ref", **over))
 
     cfg = small_config(small_data, tmp_path / "cut", **over)
-    first = Trainer(cfg)
-    first.fit_steps(3)
-    first.save()
-    resumed = Trainer(cfg, resume=True)
-    assert resumed.state.step == 3, "resume must restore the step counter"
-    assert resumed.state.cursor.step == first.state.cursor.step
-    resumed.fit()
+    with Trainer(cfg) as first:
+        first.fit_steps(3)
+        first.save()
+    with Trainer(cfg, resume=True) as resumed:
+        assert resumed.state.step == 3, "resume must restore the step counter"
+        assert resumed.state.cursor.step == first.state.cursor.step
+        resumed.fit()
     _assert_same_run(ref, resumed.run_dir)
     assert [s for s, _, lr in _losses(resumed.run_dir)] == list(range(1, MAX_STEPS + 1))
     assert all(lr == lr_at(s - 1, cfg.optim) for s, _, lr in _losses(resumed.run_dir))
@@ -112,11 +114,12 @@ def test_schedule_longer_than_data_refused(small_data: Path, tmp_path: Path) -> 
 @pytest.mark.claim("TRAIN-004")
 def test_resume_never_resaves_the_resume_step(small_data: Path, tmp_path: Path) -> None:
     cfg = small_config(small_data, tmp_path)
-    first = Trainer(cfg)
-    first.fit_steps(3)
-    saved = first.save()
+    with Trainer(cfg) as first:
+        first.fit_steps(3)
+        saved = first.save()
     before = (saved.stat().st_ino, (saved / "MANIFEST.json").read_text())
-    Trainer(cfg, resume=True).fit()
+    with Trainer(cfg, resume=True) as resumed:
+        resumed.fit()
     assert saved.is_dir(), "the resume step's checkpoint was removed"
     assert (saved.stat().st_ino, (saved / "MANIFEST.json").read_text()) == before
 
@@ -125,13 +128,14 @@ def test_resume_never_resaves_the_resume_step(small_data: Path, tmp_path: Path) 
 def test_resume_after_a_partial_metrics_line(small_data: Path, tmp_path: Path) -> None:
     ref = _uninterrupted(small_config(small_data, tmp_path / "ref"))
     cfg = small_config(small_data, tmp_path / "cut")
-    first = Trainer(cfg)
-    first.fit_steps(3)
-    first.save()
-    first.fit_steps(1)
+    with Trainer(cfg) as first:
+        first.fit_steps(3)
+        first.save()
+        first.fit_steps(1)
     with (first.run_dir / "metrics.jsonl").open("a") as f:
         f.write('{"kind": "train", "step": 5, "lo')  # killed in the middle of an append
-    Trainer(cfg, resume=True).fit()
+    with Trainer(cfg, resume=True) as resumed:
+        resumed.fit()
     _assert_same_run(ref, first.run_dir)
 
 
@@ -249,3 +253,184 @@ def test_init_from_starts_from_the_checkpoint_with_a_fresh_optimizer(small_data:
     assert m.step == 1 and m.lr == lr_at(0, tuned.cfg.optim)
     with pytest.raises(ValueError, match=r"model\.n_layers: 2 there, 3 here"):
         Trainer(small_config(small_data, tmp_path / "other", init_from=str(base.run_dir), **{"model.n_layers": 3}))
+
+
+def _damage(path: Path, how: str) -> None:
+    if how == "truncate":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif how == "flip":
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        path.write_bytes(bytes(data))
+    else:
+        path.unlink()
+
+
+@pytest.mark.claim("TRAIN-012")
+@pytest.mark.parametrize(
+    ("name", "how"),
+    [("optimizer.pt", "truncate"), ("model.safetensors", "flip"), ("state.json", "delete")],
+    ids=["truncated-optimizer", "flipped-weights", "deleted-state"],
+)
+def test_a_corrupt_latest_checkpoint_is_moved_aside_and_the_run_finishes(
+    small_data: Path, tmp_path: Path, name: str, how: str
+) -> None:
+    ref = _uninterrupted(small_config(small_data, tmp_path / "ref"))
+    cfg = small_config(small_data, tmp_path / "cut")
+    with Trainer(cfg) as first:
+        first.fit_steps(4)  # checkpoints at steps 2 and 4 (checkpoint_every=2)
+    root = first.checkpoints.root
+    _damage(root / ckpt.step_dir_name(4) / name, how)
+    with pytest.warns(UserWarning, match="moved corrupt checkpoint step-00000004 aside"), Trainer(cfg, True) as t:
+        assert t.state.step == 2, "the resume falls back to the newest checkpoint that verifies"
+        t.fit()
+    assert (root / f"corrupt-{ckpt.step_dir_name(4)}").is_dir(), "the corrupt checkpoint is kept, named as corrupt"
+    assert ckpt.latest_valid(root).name == ckpt.step_dir_name(MAX_STEPS)
+    _assert_same_run(ref, first.run_dir)
+
+
+@pytest.mark.claim("TRAIN-013")
+@pytest.mark.slow  # a trainer in a subprocess: seconds of start-up
+def test_a_second_trainer_on_a_run_is_refused_with_the_holders_pid(small_data: Path, tmp_path: Path) -> None:
+    cfg = small_config(small_data, tmp_path)
+    cfg_path = tmp_path / "run.yaml"
+    cfg_path.write_text(cfg.to_yaml())
+    second = [sys.executable, "-m", "albor.train", "--config", str(cfg_path), "--preflight", "off"]
+    with Trainer(cfg) as holder:
+        holder.fit_steps(1)
+        proc = subprocess.run(second, cwd=tmp_path, capture_output=True, text=True, check=False)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert f"being written by another trainer (pid {os.getpid()})" in proc.stderr
+        assert not (holder.run_dir / "preflight.json").exists(), "the refused trainer wrote nothing into the run"
+        holder.fit_steps(1)
+    lines = [json.loads(x) for x in (holder.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines if r["kind"] == "train"] == [1, 2], "one writer: no step logged twice"
+    resumed = subprocess.run([*second, "--resume"], cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+
+
+@pytest.mark.claim("TRAIN-014")
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [("optim.lr=0.01", "optim.lr"), ("data.seq_len=8", "data.seq_len"), ("model.n_layers=3", "model.n_layers")],
+)
+def test_resume_refuses_config_drift_before_touching_anything(
+    small_data: Path, tmp_path: Path, override: str, field: str
+) -> None:
+    cfg = small_config(small_data, tmp_path)
+    with Trainer(cfg) as first:
+        first.fit_steps(2)
+    run = first.run_dir
+    before = {p: p.stat().st_mtime_ns for p in [run / "config.yaml", *small_data.iterdir()]}
+    key, value = override.split("=")
+    with pytest.raises(ValueError, match=rf"`{field}`: .* in the checkpoint, .* asked for"):
+        Trainer(small_config(small_data, tmp_path, **{key: yaml.safe_load(value)}), resume=True)
+    assert {p: p.stat().st_mtime_ns for p in before} == before, "nothing was rewritten before the refusal"
+    assert not (run / "history.jsonl").read_text().count('"resume"')
+
+
+@pytest.mark.claim("TRAIN-015")
+def test_an_allowed_change_is_recorded_in_the_history_not_over_the_config(small_data: Path, tmp_path: Path) -> None:
+    cfg = small_config(small_data, tmp_path)
+    with Trainer(cfg) as first:
+        first.fit_steps(2)
+    started_with = (first.run_dir / "config.yaml").read_text()
+    longer = small_config(small_data, tmp_path, **{"optim.max_steps": MAX_STEPS + 2, "eval_every": 5})
+    with Trainer(longer, resume=True) as resumed:
+        resumed.fit()
+    assert resumed.state.step == MAX_STEPS + 2
+    assert (first.run_dir / "config.yaml").read_text() == started_with, "config.yaml stays what the run started with"
+    events = [json.loads(x) for x in (first.run_dir / "history.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in events] == ["start", "resume"]
+    assert events[1]["changes"] == {"eval_every": [4, 5], "optim.max_steps": [MAX_STEPS, MAX_STEPS + 2]}
+    latest = yaml.safe_load((resumed.checkpoints.root / "latest" / "config.yaml").read_text())
+    assert latest["optim"]["max_steps"] == MAX_STEPS + 2, "each checkpoint holds the config it was made with"
+
+
+@pytest.mark.claim("TRAIN-016")
+@pytest.mark.slow  # a trainer in a subprocess: seconds of start-up
+def test_a_fresh_start_after_a_kill_before_any_checkpoint_logs_each_step_once(small_data: Path, tmp_path: Path) -> None:
+    cfg_path = tmp_path / "run.yaml"
+    cfg_path.write_text(small_config(small_data, tmp_path).to_yaml())
+    cmd = [sys.executable, "-m", "albor.train", "--config", str(cfg_path), "--preflight", "off"]
+    # Killed at step 2 before its first checkpoint (checkpoint_every=2): step 1 is in the log, nothing saved.
+    killed = subprocess.run(cmd, cwd=tmp_path, env={**os.environ, "ALBOR_CRASH_AT": "step:2"}, capture_output=True)
+    assert killed.returncode == -9 and '"step": 1' in (tmp_path / "default" / "metrics.jsonl").read_text()
+    assert not (tmp_path / "default" / "checkpoints").exists() or not list(
+        (tmp_path / "default" / "checkpoints").iterdir()
+    )
+    assert subprocess.run(cmd, cwd=tmp_path, capture_output=True, check=False).returncode == 0
+    steps = [r["step"] for r in map(json.loads, (tmp_path / "default" / "metrics.jsonl").read_text().splitlines())
+             if r["kind"] == "train"]  # fmt: skip
+    assert steps == list(range(1, MAX_STEPS + 1))
+
+
+@pytest.mark.claim("TRAIN-017")
+@pytest.mark.slow  # a trainer in a subprocess: seconds of start-up
+def test_resume_finds_the_run_under_the_runs_dir_it_is_given(small_data: Path, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    cfg_path = tmp_path / "run.yaml"
+    cfg_path.write_text(small_config(small_data, elsewhere, **{"optim.max_steps": 4}).to_yaml())
+    cmd = [sys.executable, "-m", "albor.train", "--preflight", "off"]
+    assert subprocess.run([*cmd, "--config", str(cfg_path)], cwd=tmp_path, capture_output=True).returncode == 0
+    resumed = subprocess.run(
+        [*cmd, "--resume", f"runs_dir={elsewhere}", "optim.max_steps=6"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert json.loads((elsewhere / "default" / "summary.json").read_text())["steps"] == 6
+
+
+def _history(run_dir: Path) -> list[dict]:
+    return [json.loads(x) for x in (run_dir / "history.jsonl").read_text().splitlines()]
+
+
+def _supervised(cfg_path: Path, cwd: Path, **env: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "albor.train", "--supervise", "--config", str(cfg_path), "--preflight", "off"]
+    return subprocess.Popen(cmd, cwd=cwd, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+@pytest.mark.claim("TRAIN-018")
+@pytest.mark.slow
+def test_the_supervisor_restarts_a_killed_run_which_then_equals_the_uninterrupted_one(
+    small_data: Path, tmp_path: Path
+) -> None:
+    ref = _uninterrupted(small_config(small_data, tmp_path / "ref"))
+    cfg_path = tmp_path / "cut.yaml"
+    cfg_path.write_text(small_config(small_data, tmp_path / "cut").to_yaml())
+    run_dir = tmp_path / "cut" / "default"
+    supervisor = _supervised(cfg_path, tmp_path)
+    deadline = time.monotonic() + 120
+    # Kill the supervised trainer (its pid is in the run's lock file) once it has logged step 3.
+    while not (run_dir / "metrics.jsonl").exists() or '"step": 3' not in (run_dir / "metrics.jsonl").read_text():
+        assert time.monotonic() < deadline and supervisor.poll() is None, "the run never reached step 3"
+        time.sleep(0.05)
+    os.kill(int((run_dir / ".lock").read_text()), signal.SIGKILL)
+    assert supervisor.wait(timeout=180) == 0, supervisor.stderr.read().decode()[-3000:]
+    events = _history(run_dir)
+    assert [e["event"] for e in events] == ["start", "restart", "resume", "supervisor-stop"]
+    assert events[1]["exit_code"] == -9 and events[-1]["reason"] == "the run finished"
+    _assert_same_run(ref, run_dir)
+
+
+@pytest.mark.claim("TRAIN-019")
+@pytest.mark.slow
+@pytest.mark.parametrize("failure", ["repeats", "alert"])
+def test_the_supervisor_stops_on_a_repeated_failure_or_an_alert(small_data: Path, tmp_path: Path, failure: str) -> None:
+    over = {"alert_after": 0, "alert_grad_norm": 1e-6} if failure == "alert" else {}
+    cfg_path = tmp_path / "run.yaml"
+    cfg_path.write_text(small_config(small_data, tmp_path, **over).to_yaml())
+    env = {"ALBOR_CRASH_AT": "step:3"} if failure == "repeats" else {}
+    supervisor = _supervised(cfg_path, tmp_path, **env)
+    try:
+        code = supervisor.wait(timeout=120)
+    finally:
+        supervisor.kill()
+    events = _history(tmp_path / "default")
+    stop = events[-1]
+    assert stop["event"] == "supervisor-stop" and code != 0
+    if failure == "repeats":
+        assert stop["reason"] == "the run died twice after step 2: the failure repeats" and stop["attempts"] == 2
+        assert [e["event"] for e in events].count("restart") == 1
+    else:
+        assert stop["reason"] == "a training alert stopped the run (exit 3)" and code == 3
+        assert "restart" not in [e["event"] for e in events]

@@ -1,17 +1,23 @@
-"""Unit tests of the trainer: bad config values are refused with the field named (a ValueError), and the
-optional TensorBoard logger writes what metrics.jsonl holds."""
+"""Unit tests of the trainer: bad config values are refused with the field named (a ValueError), the
+optional TensorBoard logger writes what metrics.jsonl holds, the run lock, the resume rules and the
+supervisor's restart policy."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 import falsification
 from albor.train.config import build_config, load_config
+from albor.train.run import RESUMABLE, RunLock, RunLocked, flatten, resume_changes
+from albor.train.supervisor import BACKOFF_S, MAX_RESTARTS, Attempt, decide, wait_before_restart
 from albor.train.trainer import Trainer
 
 
@@ -57,3 +63,69 @@ def test_tensorboard_logger_writes_every_metric_beside_the_jsonl(small_data: Pat
     train = [r for r in logged if r["kind"] == "train"]
     assert [e.value for e in events.Scalars("train/loss")] == pytest.approx([r["loss"] for r in train])
     assert [e.step for e in events.Scalars("eval/val_ppl")] == [r["step"] for r in logged if r["kind"] == "eval"]
+
+
+attempts = st.lists(
+    st.builds(Attempt, st.sampled_from([-9, 1, 137]), st.one_of(st.none(), st.integers(0, 30))), min_size=1, max_size=12
+)
+
+
+@given(attempts)
+def test_the_supervisor_restarts_a_crash_until_a_stop_rule_holds(history: list[Attempt]) -> None:
+    reason = decide(history)
+    repeated = (
+        len(history) >= 2 and history[-1].last_step is not None and history[-1].last_step == history[-2].last_step
+    )
+    assert (reason is None) == (not repeated and len(history) <= MAX_RESTARTS)
+    assert decide([*history[:-1], Attempt(0, 5)]) == "the run finished"
+    assert decide([*history[:-1], Attempt(2, 5)]).startswith("the trainer refused")
+    assert decide([*history[:-1], Attempt(3, 5)]).startswith("a training alert")
+
+
+@given(attempts)
+def test_the_back_off_grows_only_while_the_run_makes_no_progress(history: list[Attempt]) -> None:
+    wait = wait_before_restart(history)
+    assert wait in BACKOFF_S
+    progressed = history[-1].last_step is not None and all(
+        a.last_step is None or a.last_step < history[-1].last_step for a in history[:-1]
+    )
+    if progressed:
+        assert wait == BACKOFF_S[0]
+    assert wait_before_restart([*history, Attempt(-9, None)]) >= wait
+
+
+def test_a_held_run_lock_names_its_holder(tmp_path: Path) -> None:
+    first = RunLock(tmp_path / "run")
+    first.acquire()
+    with pytest.raises(RunLocked, match=rf"pid {os.getpid()}\)"):
+        RunLock(tmp_path / "run").acquire()
+    first.release()
+    again = RunLock(tmp_path / "run")
+    again.acquire()
+    again.release()
+
+
+@given(st.sampled_from(RESUMABLE), st.integers(1, 10**6))
+def test_resume_allows_the_listed_fields_and_records_them(field: str, value: int) -> None:
+    saved = load_config("default").model_dump(mode="json")
+    requested = yaml.safe_load(yaml.safe_dump(saved))
+    *parents, leaf = field.split(".")
+    node = requested
+    for part in parents:
+        node = node[part]
+    node[leaf] = value
+    changes = resume_changes(saved, requested, Path("ckpt"))
+    assert changes == ({field: [flatten(saved)[field], value]} if flatten(saved)[field] != value else {})
+
+
+@given(st.sampled_from(["optim.lr", "optim.warmup_steps", "micro_batch", "grad_accum", "seed", "model.d_ff"]))
+def test_resume_refuses_every_other_change_naming_it(field: str) -> None:
+    saved = load_config("default").model_dump(mode="json")
+    requested = yaml.safe_load(yaml.safe_dump(saved))
+    *parents, leaf = field.split(".")
+    node = requested
+    for part in parents:
+        node = node[part]
+    node[leaf] = node[leaf] * 2 if isinstance(node[leaf], float) else node[leaf] + 1
+    with pytest.raises(ValueError, match=rf"`{re.escape(field)}`: .* in the checkpoint, .* asked for"):
+        resume_changes(saved, requested, Path("ckpt"))

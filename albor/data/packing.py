@@ -170,11 +170,12 @@ def pack(cfg: DataConfig, out: Path) -> Manifest:
                 tail_tokens=len(tail),
                 shards=_write_shards(windows, split, tmp, per_shard),
             )
-        if splits["train"].windows == 0:
-            raise ValueError(
-                f"the train split has {splits['train'].tokens} tokens, fewer than one window of {window}; "
-                "lower seq_len or add source"
-            )
+        for split, fix in (("train", "lower seq_len or add source"), ("val", "raise val_fraction or add source")):
+            if splits[split].windows == 0:
+                raise ValueError(
+                    f"the {split} split has {splits[split].tokens} tokens, fewer than one window of {window}; "
+                    f"{fix} (training evaluates on the val split)"
+                )
         (out / MANIFEST).unlink(missing_ok=True)  # a manifest never describes shards it did not list
     manifest = Manifest(
         config=cfg.fingerprint_fields(),
@@ -215,6 +216,29 @@ def check_tokenizer(out: Path, manifest: Manifest) -> None:
         raise ValueError(
             f"{path}: tokenizer does not match {out / MANIFEST} (sha256 {digest[:12]}…, manifest has "
             f"{manifest.tokenizer_sha256[:12]}…); the token shards were made with another tokenizer"
+        )
+    # The manifest can be re-hashed by hand; the data's own fingerprint (its vocabulary) cannot.
+    vocab = load_tokenizer(path).get_vocab_size()
+    if vocab != manifest.tokenizer_vocab or vocab > manifest.config.get("vocab_size", vocab):
+        raise ValueError(
+            f"{path}: a tokenizer of {vocab:,} ids, but the shards were made with one of "
+            f"{manifest.tokenizer_vocab:,} (data vocab_size {manifest.config.get('vocab_size')}); "
+            "the token shards were made with another tokenizer"
+        )
+
+
+def check_same_tokenizer(out: Path, tokenizer: Path) -> None:
+    """Raise unless ``tokenizer`` (a checkpoint's) is the one the shards of ``out`` were made with.
+
+    A data folder rebuilt from other sources keeps its vocabulary size and context, so only the
+    tokenizer's hash tells that its ids mean other text.
+    """
+    manifest = load_manifest(out)
+    digest = tokenizer_sha256(tokenizer)
+    if digest != manifest.tokenizer_sha256:
+        raise ValueError(
+            f"{tokenizer} (sha256 {digest[:12]}…) is not the tokenizer of the data in {out} "
+            f"({manifest.tokenizer_sha256[:12]}…): the data folder was rebuilt since; its windows mean other text"
         )
 
 

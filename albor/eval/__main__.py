@@ -24,9 +24,8 @@ import torch
 
 from albor.checkpoint import CheckpointError
 from albor.config import load_yaml
-from albor.data import load_windows
 from albor.eval import humaneval, sandbox
-from albor.eval.perplexity import evaluate_perplexity
+from albor.eval.perplexity import evaluate_perplexity, val_windows
 from albor.generate import Sampling, default_device, load
 
 
@@ -71,7 +70,7 @@ def _perplexity(args: argparse.Namespace) -> dict[str, Any]:
     bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
     max_windows = {None: run.get("eval_windows"), "all": None}.get(args.max_windows, args.max_windows)
     batch_size = args.batch_size or run.get("micro_batch", 8)
-    windows = load_windows(inference.data_dir, "val")
+    windows = val_windows(inference.data_dir, inference.path / "tokenizer.json")
     res = evaluate_perplexity(inference.model, windows, batch_size, device, max_windows, bf16)
     return {
         "checkpoint": str(inference.path),

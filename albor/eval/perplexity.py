@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from albor.data.packing import check_same_tokenizer, load_windows
 from albor.model import Decoder
 
 
@@ -71,3 +73,13 @@ def evaluate_perplexity(
         model.train(was_training)
     loss = total / tokens
     return PerplexityResult(loss=loss, ppl=math.exp(loss), tokens=tokens)
+
+
+def val_windows(data_dir: Path, tokenizer: Path) -> np.ndarray:
+    """The val split of ``data_dir``, refused unless its shards were made with ``tokenizer`` (a checkpoint's).
+
+    A data folder rebuilt from other sources with the same vocabulary size and context would give a
+    different val_loss for the same model, silently; the tokenizer's hash tells.
+    """
+    check_same_tokenizer(data_dir, tokenizer)
+    return load_windows(data_dir, "val")

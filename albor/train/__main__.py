@@ -11,7 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
+from albor import checkpoint as ckpt
+from albor.checkpoint import CheckpointError
 from albor.config import PRESETS, load_yaml, presets
 from albor.config.errors import ConfigError
 from albor.config.overrides import GRAMMAR
@@ -19,6 +22,8 @@ from albor.ops.dispatch import KernelUnavailable
 from albor.train.config import TrainConfig, build_config, load_config
 from albor.train.distributed import Dist
 from albor.train.preflight import PreflightFailed, run_preflight
+from albor.train.run import RunLock, RunLocked
+from albor.train.supervisor import supervise
 from albor.train.trainer import Trainer, TrainingAlert, check_runnable
 
 
@@ -42,14 +47,42 @@ Overrides: {GRAMMAR}.
 
 def _config(args: argparse.Namespace) -> TrainConfig:
     if args.resume and args.config is None:
-        probe = load_config("default", [f"name={args.name}"] if args.name else [])
-        saved = probe.runs_dir / probe.name / "config.yaml"
+        # Where the run is: the default's runs_dir and name, unless --name or runs_dir=/name= say otherwise.
+        place = [o for o in args.overrides if o.startswith(("runs_dir=", "name="))]
+        probe = load_config("default", place + ([f"name={args.name}"] if args.name else []))
+        run = probe.runs_dir / probe.name
+        # The latest valid checkpoint's config is the run's config now (a resume's changes included).
+        latest = ckpt.latest_valid(run / "checkpoints")
+        saved = latest / "config.yaml" if latest is not None else run / "config.yaml"
         if not saved.is_file():
             raise ConfigError(f"--resume: {saved} does not exist; name the run with --name or give --config")
         cfg = build_config(load_yaml(saved), args.overrides)
     else:
         cfg = load_config(args.config or "default", args.overrides)
     return cfg.model_copy(update={"name": args.name}) if args.name else cfg
+
+
+def _train(cfg: TrainConfig, resume: bool, preflight: bool) -> dict[str, Any]:
+    """Lock the run, run the preflight, train, and return the summary (rank 0 locks and preflights)."""
+    lock = RunLock(cfg.runs_dir / cfg.name)
+    rank0 = Dist.from_env().main
+    if rank0:
+        lock.acquire()  # before the preflight writes into the run: one writer per run
+    try:
+        if rank0:
+            run_preflight(cfg.runs_dir / cfg.name, preflight)
+        trainer = Trainer(cfg, resume=resume, lock=lock)
+        try:
+            return trainer.fit()
+        finally:
+            trainer.close()
+    finally:
+        lock.release()
+
+
+def _child_argv(argv: list[str]) -> list[str]:
+    """The supervised trainer's arguments: these, without --supervise."""
+    return [a for a in argv if a != "--supervise"]
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m albor.train") -> int:
@@ -66,6 +99,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m albor.train") -> 
         help="run the battery's fast tier on this device first (off is recorded loudly)",
     )
     parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    parser.add_argument(
+        "--supervise",
+        action="store_true",
+        help="restart the run from its last verified checkpoint when it crashes (bounded, with back-off)",
+    )
     parser.add_argument("overrides", nargs="*", metavar="field=value", help="override any config field")
     args = parser.parse_intermixed_args(argv)
     try:
@@ -77,27 +115,29 @@ def main(argv: list[str] | None = None, prog: str = "python -m albor.train") -> 
     except ConfigError as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return 2
+    if args.supervise:
+        return supervise(cfg.runs_dir / cfg.name, _child_argv(argv if argv is not None else sys.argv[1:]), prog)
     rank0 = Dist.from_env().main
     try:
-        if rank0:
-            run_preflight(cfg.runs_dir / cfg.name, args.preflight == "on")
-        trainer = Trainer(cfg, resume=args.resume)
-        try:
-            summary = trainer.fit()
-        finally:
-            trainer.close()
+        summary = _train(cfg, args.resume, args.preflight == "on")
     except PreflightFailed as e:
         print(f"{prog}: refusing to start: {e}", file=sys.stderr)
         return 2
     except TrainingAlert as e:
         print(f"{prog}: ALERT: {e}", file=sys.stderr)
         return 3
+    except RunLocked as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 2
     except KernelUnavailable as e:
         print(f"{prog}: `kernels`: {e}; choose another backend or set allow_kernel_fallback=true", file=sys.stderr)
         return 2
     except (ValueError, FileExistsError, FileNotFoundError) as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return 2
+    except CheckpointError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 1
     if rank0:
         print(json.dumps(summary, indent=2))
         if summary["val_ppl"] is not None:

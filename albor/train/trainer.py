@@ -35,6 +35,7 @@ from albor.optim.lr_schedule import lr_at
 from albor.train import distributed
 from albor.train.config import TrainConfig
 from albor.train.metrics import MetricsLog, StepMetrics
+from albor.train.run import RunLock, record, resume_changes
 from albor.train.state import TrainState
 
 
@@ -97,6 +98,18 @@ def with_init_source(cfg: TrainConfig) -> tuple[TrainConfig, Path | None]:
     return cfg, found
 
 
+def resume_changes_of(cfg: TrainConfig) -> dict[str, list[Any]]:
+    """What resuming ``cfg``'s run with ``cfg`` changes from its latest valid checkpoint's config.
+
+    Refuses (ConfigError, fields named) any change a resume may not make, before anything is built.
+    """
+    found = ckpt.latest_valid(cfg.runs_dir / cfg.name / "checkpoints")
+    if found is None:
+        return {}  # resume() says there is nothing to resume
+    saved = yaml.safe_load((found / "config.yaml").read_text())
+    return resume_changes(saved, cfg.model_dump(mode="json"), found)
+
+
 class Trainer:
     """One run under ``runs_dir/name``: it sets up, then starts fresh (or from ``init_from``) or resumes.
 
@@ -105,13 +118,26 @@ class Trainer:
     continues from the run's latest checkpoint that verifies.
     """
 
-    def __init__(self, cfg: TrainConfig, resume: bool = False) -> None:
+    def __init__(self, cfg: TrainConfig, resume: bool = False, lock: RunLock | None = None) -> None:
+        self.run_dir = cfg.runs_dir / cfg.name
+        # One writer per run: the caller's lock (taken before its preflight wrote), or one taken here.
+        self.lock = lock or RunLock(self.run_dir)
+        if lock is None and distributed.Dist.from_env().main:
+            self.lock.acquire()
+        try:
+            self._setup(cfg, resume)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _setup(self, cfg: TrainConfig, resume: bool) -> None:
+        # Checked before anything is built: a resume may change only what RESUMABLE lists.
+        self.resume_changes = resume_changes_of(cfg) if resume else {}
         # On resume the run's own checkpoint holds the weights, and its config already names the tokenizer.
         cfg, init_ckpt = (cfg, None) if resume else with_init_source(cfg)
         self.cfg = cfg
         self.device = pick_device(cfg)
         self.dist = distributed.init(self.device.type)
-        self.run_dir = cfg.runs_dir / cfg.name
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True)
         torch.manual_seed(cfg.seed)
@@ -135,8 +161,8 @@ class Trainer:
             self.resume()
         elif self.checkpoints.any():
             raise FileExistsError(f"{self.run_dir} has checkpoints: pass --resume to continue it, or another name")
-        elif init_ckpt is not None:
-            ckpt.load_checkpoint(init_ckpt, model, None)
+        else:
+            self._start_fresh(init_ckpt)
         self.train_model = self._wrap(model)
         self.bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
         self.params = [p for p in model.parameters() if p.requires_grad]
@@ -196,9 +222,23 @@ class Trainer:
         distributed.barrier(self.dist)
         return path
 
+    def _start_fresh(self, init_ckpt: Path | None) -> None:
+        """Step 0: from ``init_from``'s weights when given; a log left by a run killed before its first
+        checkpoint is cleared, so no step appears twice."""
+        if init_ckpt is not None:
+            ckpt.load_checkpoint(init_ckpt, self.state.model, None)
+        if self.dist.main:
+            self.log.truncate_after(0)
+            record(self.run_dir, "start", init_from=str(init_ckpt) if init_ckpt else None)
+
     def resume(self) -> None:
-        """Load the run's latest checkpoint that verifies into the state, and cut the log back to it."""
-        found = self.checkpoints.latest()
+        """Load the run's latest checkpoint that verifies into the state, and cut the log back to it.
+
+        Newer checkpoints that fail verification are moved aside first, so the resumed run saves
+        those steps anew; the resume and the config changes it brings go into the run's history.
+        """
+        found = self.checkpoints.recover() if self.dist.main else self.checkpoints.latest()
+        distributed.barrier(self.dist)
         if found is None:
             raise FileNotFoundError(f"--resume: no checkpoint that verifies under {self.checkpoints.root}")
         saved = self.checkpoints.load(found, self.state.model, self.state.optimizer)
@@ -209,6 +249,7 @@ class Trainer:
         self.resumed_from = saved["step"]
         if self.dist.main:
             self.log.truncate_after(saved["step"])
+            record(self.run_dir, "resume", step=saved["step"], checkpoint=found.name, changes=self.resume_changes)
 
     # --- the loop ----------------------------------------------------------------------------
 
@@ -287,7 +328,8 @@ class Trainer:
             return
         if self.dist.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(self.run_dir / "config.yaml", self.cfg.to_yaml())
+            if self.resumed_from is None:  # the config the run starts with; a resume's changes go to history
+                write_text_atomic(self.run_dir / "config.yaml", self.cfg.to_yaml())
             write_json_atomic(self.run_dir / "run.json", self.metadata())
             self.log.open()
         self._bar = tqdm(
@@ -372,5 +414,13 @@ class Trainer:
         return summary
 
     def close(self) -> None:
+        """Flush the logs and release the run: another trainer may write it now."""
         self.log.close()
+        self.lock.release()
         distributed.shutdown(self.dist)
+
+    def __enter__(self) -> Trainer:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()

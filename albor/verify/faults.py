@@ -81,8 +81,12 @@ def apply(diff: str, tree: Path) -> None:
         raise FaultError(proc.stderr.strip() or f"git apply exited {proc.returncode}")
 
 
-def _code(text: str) -> str:
-    return ast.dump(ast.parse(text))
+def _code(text: str) -> str | None:
+    """The syntax tree of ``text`` as a string (comments and layout do not count), None if it does not parse."""
+    try:
+        return ast.dump(ast.parse(text))
+    except SyntaxError:
+        return None
 
 
 def problems(fault: Fault, root: Path) -> list[str]:
@@ -104,7 +108,9 @@ def problems(fault: Fault, root: Path) -> list[str]:
             apply(fault.diff, tree)
         except FaultError as e:
             return [f"the patch no longer applies: {e}"]
-        unchanged = [
-            f for f in files if f.endswith(".py") and _code((root / f).read_text()) == _code((tree / f).read_text())
-        ]
+        py = [f for f in files if f.endswith(".py")]
+        broken = [f for f in py if _code((tree / f).read_text()) is None]
+        if broken:
+            return [f"the patched {broken} no longer parse: a fault must be the bug, not a syntax error"]
+        unchanged = [f for f in py if _code((root / f).read_text()) == _code((tree / f).read_text())]
     return [f"the patch no longer changes the code of {unchanged}"] if unchanged else []
