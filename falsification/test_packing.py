@@ -69,9 +69,10 @@ def test_shards_match_manifest(built: tuple[Path, DataConfig]) -> None:
     assert manifest.dtype == "uint16" and manifest.seq_len == cfg.seq_len and manifest.seed == cfg.seed
     assert manifest.fim_rate == cfg.fim_rate and manifest.fim_spm_rate == cfg.fim_spm_rate
     for split in ("train", "val"):
-        windows = load_windows(out, split)
+        store = load_windows(out, split)
+        windows = store[:]
         info = manifest.splits[split]
-        assert windows.dtype == np.uint16 and windows.shape == (info.windows, cfg.seq_len + 1)
+        assert windows.dtype == np.uint16 and store.shape == windows.shape == (info.windows, cfg.seq_len + 1)
         assert len(info.shards) > 1, "the fixture is meant to span several shards"
         assert info.tokens == windows.size + info.tail_tokens
         docs = read_corpus(out, split)

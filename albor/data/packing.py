@@ -1,7 +1,8 @@
 """The pack stage: FIM, tokenization on every core, EOS between documents, seq_len+1 windows, token shards.
 
-Output: ``<out>/tokens/{train,val}-NNNNN.parquet`` (one window per row, a fixed-size list of uint16
-when the vocabulary fits, else uint32) and ``<out>/manifest.json``, written last.
+Output: ``<out>/tokens/{train,val}-NNNNN.npy`` (windows as rows of uint16 when the vocabulary fits,
+else uint32, uncompressed so that a rank reads only the rows it needs) and ``<out>/manifest.json``,
+written last.
 """
 
 from __future__ import annotations
@@ -10,17 +11,15 @@ import json
 from collections.abc import Iterator, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tokenizers import Tokenizer
 
 from albor.data.config import DataConfig
 from albor.data.corpus import SPLITS, Split, corpus_sha256, read_corpus
-from albor.data.files import byte_chunks, parallel_map, sha256_file, staged_dir, write_parquet
+from albor.data.files import byte_chunks, parallel_map, sha256_file, staged_dir
 from albor.data.fim import Part, fim_transform
 from albor.data.tokenizer import (
     EOS,
@@ -30,6 +29,7 @@ from albor.data.tokenizer import (
     tokenizer_from_json,
     tokenizer_sha256,
 )
+from albor.data.windows import Windows, write_npy
 from albor.io import write_text_atomic
 
 MANIFEST = "manifest.json"
@@ -63,7 +63,7 @@ class Manifest(BaseModel):
     """What a data directory holds and what made it; ``load_windows`` verifies against it."""
 
     model_config = ConfigDict(extra="forbid")
-    format: int = 1
+    format: Literal[2] = Field(2, description="2: uncompressed .npy token shards, read by row")
     config: dict[str, Any]
     vocab_size: int
     tokenizer_vocab: int
@@ -134,17 +134,12 @@ def pack_windows(stream: np.ndarray, seq_len: int) -> tuple[np.ndarray, np.ndarr
     return stream[: n * w].reshape(n, w), stream[n * w :]
 
 
-def _window_table(windows: np.ndarray) -> pa.Table:
-    flat = pa.array(windows.reshape(-1), type=pa.from_numpy_dtype(windows.dtype))
-    return pa.table({"tokens": pa.FixedSizeListArray.from_arrays(flat, windows.shape[1])})
-
-
 def _write_shards(windows: np.ndarray, split: Split, tmp: Path, per_shard: int) -> list[Shard]:
     shards = []
     for k, start in enumerate(range(0, len(windows), per_shard)):
         part = windows[start : start + per_shard]
-        name = f"{split}-{k:05d}.parquet"
-        digest = write_parquet(_window_table(part), tmp / name)
+        name = f"{split}-{k:05d}.npy"
+        digest = write_npy(part, tmp / name)
         shards.append(Shard(file=f"{TOKENS_DIR}/{name}", windows=len(part), sha256=digest))
     return shards
 
@@ -201,7 +196,7 @@ def load_manifest(out: Path) -> Manifest:
     try:
         return Manifest(**json.loads(path.read_text()))
     except FileNotFoundError as e:
-        raise ValueError(f"{path}: no manifest; build the data with `python -m albor.data prepare`") from e
+        raise ValueError(f"{path}: no manifest; build the data with `albor data prepare`") from e
     except (OSError, ValueError, TypeError, ValidationError) as e:
         raise ValueError(f"{path}: malformed manifest: {e}") from e
 
@@ -251,40 +246,22 @@ def _check_shard(out: Path, shard: Shard) -> Path:
     return path
 
 
-def _read_shard(out: Path, shard: Shard, manifest: Manifest) -> np.ndarray:
-    path = _check_shard(out, shard)
-    try:
-        column = pq.read_table(path).column("tokens").combine_chunks()
-    except (OSError, KeyError, pa.ArrowException) as e:
-        raise ValueError(f"{path}: cannot read token shard: {e}") from e
-    window = manifest.seq_len + 1
-    values = column.flatten().to_numpy(zero_copy_only=False)
-    if (
-        values.dtype != np.dtype(manifest.dtype)
-        or len(column) != shard.windows
-        or values.size != shard.windows * window
-    ):
-        raise ValueError(
-            f"{path}: holds {len(column)} windows of {values.dtype}, the manifest says {shard.windows} × {window} "
-            f"{manifest.dtype}"
-        )
-    return values.reshape(shard.windows, window)
+def load_windows(out: Path, split: Split) -> Windows:
+    """The windows of ``split``, (n_windows, seq_len + 1), checked against the manifest and read on demand.
 
-
-def load_windows(out: Path, split: Split) -> np.ndarray:
-    """All windows of ``split``, shape (n_windows, seq_len + 1), checked against the manifest.
-
-    Shards are read in manifest order; the tokenizer and every shard must match their sha256.
+    The tokenizer and every shard must match their sha256 (each checked once, here); rows are read
+    from the shards as they are indexed, so no split is loaded whole.
     """
     out = Path(out)
     manifest = load_manifest(out)
     if split not in manifest.splits:
         raise ValueError(f"{out / MANIFEST}: no split {split!r}; it has {sorted(manifest.splits)}")
     check_tokenizer(out, manifest)
-    parts = [_read_shard(out, s, manifest) for s in manifest.splits[split].shards]
-    if not parts:
-        return np.zeros((0, manifest.seq_len + 1), dtype=np.dtype(manifest.dtype))
-    return np.concatenate(parts)
+    shards = manifest.splits[split].shards
+    return Windows(
+        [out / s.file for s in shards], [s.sha256 for s in shards], [s.windows for s in shards],
+        manifest.seq_len + 1, manifest.dtype,
+    )  # fmt: skip
 
 
 def verify(out: Path) -> Manifest:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from albor.data.packing import check_same_tokenizer, load_windows
+from albor.data.windows import Windows
 from albor.model import Decoder
 
 
@@ -28,7 +29,7 @@ class PerplexityResult:
 
 def evaluate_perplexity(
     model: Decoder,
-    windows: np.ndarray,
+    windows: np.ndarray | Windows,
     batch_size: int,
     device: torch.device | str,
     max_windows: int | None = None,
@@ -75,7 +76,7 @@ def evaluate_perplexity(
     return PerplexityResult(loss=loss, ppl=math.exp(loss), tokens=tokens)
 
 
-def val_windows(data_dir: Path, tokenizer: Path) -> np.ndarray:
+def val_windows(data_dir: Path, tokenizer: Path) -> Windows:
     """The val split of ``data_dir``, refused unless its shards were made with ``tokenizer`` (a checkpoint's).
 
     A data folder rebuilt from other sources with the same vocabulary size and context would give a
