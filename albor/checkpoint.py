@@ -24,14 +24,20 @@ from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from tokenizers import Tokenizer
 from torch import nn
+from torch.distributed.checkpoint.state_dict import get_state_dict
+from torch.distributed.tensor import DTensor
 
-from albor.config import ModelConfig
+from albor.config import ModelConfig, OptimConfig
 from albor.crash import crash_point
 from albor.data.tokenizer import load_tokenizer
+from albor.dcp_checkpoint import full_state, is_sharded, load_full, load_sharded
 from albor.io import fsync_dir, write_json_atomic
 from albor.model import Decoder
+from albor.optim.adamw import build_optimizer
 
-FILES = ("model.safetensors", "optimizer.pt", "state.json", "config.yaml", "tokenizer.json")
+COMMON_FILES = ("state.json", "config.yaml", "tokenizer.json")
+WEIGHT_FILES = ("model.safetensors", "optimizer.pt")  # a sharded checkpoint holds dcp/ instead
+FILES = (*WEIGHT_FILES, *COMMON_FILES)
 PREFIX = "step-"
 
 
@@ -80,24 +86,44 @@ def save_checkpoint(
     A write that fails (a full disk, most often) removes its temporary folder and raises
     CheckpointError saying what failed and how much space is left; the previous checkpoints stand.
     """
-    final = root / step_dir_name(step)
-    if final.exists():
-        raise CheckpointError(f"{final} exists already: a step is never saved twice")
-    tmp = root / f".tmp-{final.name}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = new_checkpoint_dir(root, step)
     tmp.mkdir(parents=True)
     try:
         save_model(model, str(tmp / "model.safetensors"))
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         crash_point("checkpoint", step)
+    except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError of its zip writer
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(_write_failure(root, step, e)) from e
+    return complete(tmp, step, state, config_yaml, tokenizer_path)
+
+
+def new_checkpoint_dir(root: Path, step: int) -> Path:
+    """The temporary folder step ``step``'s checkpoint is written into (``.tmp-step-N``), left empty."""
+    final = root / step_dir_name(step)
+    if final.exists():
+        raise CheckpointError(f"{final} exists already: a step is never saved twice")
+    tmp = root / f".tmp-{final.name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    return tmp
+
+
+def complete(tmp: Path, step: int, state: dict[str, Any], config_yaml: str, tokenizer_path: Path) -> Path:
+    """Add state, config and tokenizer to ``tmp`` (which holds the weights), seal it with a manifest of every
+    file, rename it into place and point ``latest`` at it; a failed write removes ``tmp``."""
+    root = tmp.parent
+    final = root / tmp.name.removeprefix(".tmp-")
+    try:
         (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")
         (tmp / "config.yaml").write_text(config_yaml)
         shutil.copyfile(tokenizer_path, tmp / "tokenizer.json")
-        for name in FILES:
-            _fsync(tmp / name)
-        write_json_atomic(tmp / "MANIFEST.json", {name: _sha256(tmp / name) for name in FILES})
-        fsync_dir(tmp)
-    except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError of its zip writer
+        files = sorted(p for p in tmp.rglob("*") if p.is_file())
+        for path in files:
+            _fsync(path)
+        write_json_atomic(tmp / "MANIFEST.json", {p.relative_to(tmp).as_posix(): _sha256(p) for p in files})
+        for folder in {p.parent for p in files} | {tmp}:
+            fsync_dir(folder)
+    except (OSError, RuntimeError) as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise CheckpointError(_write_failure(root, step, e)) from e
     os.rename(tmp, final)
@@ -124,7 +150,8 @@ def verify(ckpt: Path) -> None:
         manifest = json.loads(manifest_path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{manifest_path}: unreadable manifest ({e})") from e
-    missing = sorted(set(FILES) - set(manifest))
+    weights = ("dcp/.metadata",) if "dcp/.metadata" in manifest else WEIGHT_FILES
+    missing = sorted({*COMMON_FILES, *weights} - set(manifest))
     if missing:
         raise CheckpointError(f"{manifest_path}: manifest lacks {missing}")
     for name, digest in manifest.items():
@@ -175,15 +202,39 @@ def prune(root: Path, keep_last: int) -> None:
 
 
 def load_checkpoint(ckpt: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
-    """Verify ``ckpt``, load weights (and optimizer state) in place, and return its state.json."""
+    """Verify ``ckpt``, load weights (and optimizer state) in place, and return its state.json.
+
+    Either kind of checkpoint loads into either kind of model: sharded into sharded through DCP
+    (resharding onto this run's ranks; collective), and across kinds through full state dicts, so an
+    FSDP run's checkpoint also serves evaluation, generation, fine-tuning and export on one process.
+    """
     verify(ckpt)
+    into_shards = any(isinstance(p, DTensor) for p in model.parameters())
     try:
-        load_model(model, str(ckpt / "model.safetensors"), strict=True)
-    except (SafetensorError, RuntimeError) as e:
-        raise CheckpointError(f"{ckpt / 'model.safetensors'}: does not fit the model: {e}") from e
-    if optimizer is not None:
-        optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+        if is_sharded(ckpt) and into_shards and optimizer is not None:
+            load_sharded(ckpt, model, optimizer)
+        elif is_sharded(ckpt) or into_shards:
+            load_full(full_state(ckpt) if is_sharded(ckpt) else _full_single(ckpt, optimizer), model, optimizer)
+        else:
+            load_model(model, str(ckpt / "model.safetensors"), strict=True)
+            if optimizer is not None:
+                optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+    except (SafetensorError, RuntimeError, KeyError, ValueError) as e:
+        raise CheckpointError(f"{ckpt}: does not fit the model: {type(e).__name__}: {e}") from e
     return json.loads((ckpt / "state.json").read_text())
+
+
+def _full_single(ckpt: Path, optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
+    """An unsharded checkpoint's weights and optimizer state as full state dicts keyed by parameter name."""
+    config = yaml.safe_load((ckpt / "config.yaml").read_text())
+    plain = Decoder(ModelConfig(**config["model"]))
+    load_model(plain, str(ckpt / "model.safetensors"), strict=True)
+    if optimizer is None:
+        return {"model": plain.state_dict()}
+    plain_opt = build_optimizer(plain, OptimConfig(**config["optim"]))
+    plain_opt.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+    model_sd, optim_sd = get_state_dict(plain, plain_opt)
+    return {"model": model_sd, "optimizer": optim_sd}
 
 
 class CheckpointManager:

@@ -124,13 +124,55 @@ def test_order_mixes_shards() -> None:
 @pytest.mark.claim("CUR-007")
 @pytest.mark.parametrize(
     ("field", "other"),
-    [("seed", dict(seed=2)), ("world_size", dict(world=4)), ("n_windows", dict(n=99)), ("batch_size", dict(batch=5))],
+    [
+        ("seed", dict(seed=2)),
+        ("global_batch", dict(world=4)),
+        ("n_windows", dict(n=99)),
+        ("global_batch", dict(batch=5)),
+        ("global_batch", dict(accum=2)),
+    ],
 )
 def test_foreign_state_refused(field: str, other: dict[str, int]) -> None:
-    args = dict(n=100, batch=4, seed=1, rank=0, world=2) | other
+    args = dict(n=100, batch=4, seed=1, rank=0, world=2, accum=1) | other
     saved = DataCursor(100, 4, 1, 0, 2)
     saved.next_batch()
-    cursor = DataCursor(args["n"], args["batch"], args["seed"], args["rank"], args["world"])
+    cursor = DataCursor(args["n"], args["batch"], args["seed"], args["rank"], args["world"], args["accum"])
     with pytest.raises(ValueError, match=field):
         cursor.load_state_dict(saved.state_dict())
     assert cursor.step == 0
+
+
+def _step_windows(cursors: list[DataCursor], steps: int) -> list[set[int]]:
+    """The windows each optimizer step consumes, over every rank and micro-batch."""
+    out = []
+    for _ in range(steps):
+        seen: list[int] = []
+        for _ in range(cursors[0].grad_accum):
+            for c in cursors:
+                seen += c.next_batch().tolist()
+        assert len(seen) == len(set(seen)), "a window twice in one step"
+        out.append(set(seen))
+    return out
+
+
+WORLDS = st.sampled_from([(1, 4), (2, 2), (4, 1), (1, 2), (2, 1)])  # (ranks, micro-batches), in pairs of equal W·A
+
+
+@pytest.mark.claim("CUR-008")
+@given(before=WORLDS, after=WORLDS, batch=st.integers(1, 3), when=st.integers(0, 12), seed=st.integers(0, 2**31))
+def test_a_resume_on_another_world_sees_the_same_windows_per_step(
+    before: tuple[int, int], after: tuple[int, int], batch: int, when: int, seed: int
+) -> None:
+    (w0, a0), (w1, a1) = before, after
+    if w0 * a0 != w1 * a1:
+        return  # only equal global batches resume onto each other (the refusal is CUR-007's)
+    n = 13 * batch * w0 * a0 + 5  # several epochs' worth, with a dropped tail
+    reference = _step_windows([DataCursor(n, batch, seed, r, w0, a0) for r in range(w0)], when + 8)
+    first = [DataCursor(n, batch, seed, r, w0, a0) for r in range(w0)]
+    got = _step_windows(first, when)
+    state = json.loads(json.dumps(first[0].state_dict()))
+    second = [DataCursor(n, batch, seed, r, w1, a1) for r in range(w1)]
+    for c in second:
+        c.load_state_dict(state)
+    got += _step_windows(second, 8)
+    assert got == reference, "a world change must neither skip nor repeat a window"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,9 @@ from albor.data.corpus import corpus_dir, read_corpus
 from albor.data.fim import fim_invert, parts_from_ids
 from albor.data.packing import MANIFEST, document_order, pack, pack_windows, tokenize_documents
 from albor.data.synthetic import TRICKY, clean_repos, tiny_tokenizer, write_repos
-from albor.data.tokenizer import EOS, decode, load_tokenizer, save_tokenizer
+from albor.data.tokenizer import EOS, decode, load_tokenizer, save_tokenizer, tokenizer_sha256
+from albor.data.windows import write_npy
+from albor.verify.contracts import tolerance
 
 OPTIONS = dict(shard_tokens=1024, val_fraction=0.2)
 
@@ -159,3 +163,61 @@ def test_a_swapped_tokenizer_of_another_vocabulary_is_refused_even_when_rehashed
     assert other.get_vocab_size() != made_with
     with pytest.raises(ValueError, match=rf"a tokenizer of {other.get_vocab_size()} ids, .* one of {made_with:,}"):
         load_windows(out, "train")
+
+
+# Trains a few steps on the data folder argv[1] in this process and prints its peak resident memory (KiB).
+TRAIN_AND_MEASURE = """
+import resource, sys
+from pathlib import Path
+from albor.train.config import build_config
+from albor.train.trainer import Trainer
+data, source, runs = sys.argv[1:4]
+cfg = build_config({
+    "name": "rss", "runs_dir": runs, "device": "cpu", "micro_batch": 4, "eval_every": 10, "eval_windows": 4,
+    "checkpoint_every": 10, "model": {"name": "rss", "n_layers": 1, "d_model": 16, "n_heads": 2, "n_kv_heads": 1,
+    "d_ff": 24}, "data": {"vocab_size": 300, "seq_len": 255, "out": data, "source": source},
+    "optim": {"lr": 1e-3, "min_lr": 1e-4, "warmup_steps": 1, "max_steps": 10}}, [])
+with Trainer(cfg) as trainer:
+    trainer.fit()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def _synthetic_data(out: Path, built: tuple[Path, DataConfig], train_windows: int) -> Path:
+    """A data folder of ``train_windows`` random windows of 256 tokens, as pack would describe it."""
+    _, cfg = built
+    tokens = out / "tokens"
+    tokens.mkdir(parents=True)
+    shutil.copyfile(built[0] / "tokenizer.json", out / "tokenizer.json")
+    tok_vocab = load_tokenizer(out / "tokenizer.json").get_vocab_size()
+    rng = np.random.default_rng(0)
+    splits = {}
+    for split, n in (("train", train_windows), ("val", 64)):
+        shards = []
+        for k, start in enumerate(range(0, n, 100_000)):
+            rows = rng.integers(0, tok_vocab, (min(100_000, n - start), 256), dtype=np.uint16)
+            name = f"tokens/{split}-{k:05d}.npy"
+            shards.append({"file": name, "windows": len(rows), "sha256": write_npy(rows, out / name)})
+        splits[split] = {"documents": 1, "source_bytes": n, "tokens": n * 256, "windows": n, "tail_tokens": 0,
+                         "shards": shards}  # fmt: skip
+    data_cfg = DataConfig(source=cfg.source, out=out, vocab_size=300, seq_len=255)
+    manifest = load_manifest(built[0]).model_dump() | {
+        "config": data_cfg.fingerprint_fields(), "seq_len": 255, "splits": splits, "fim_rate": 0.5,
+        "tokenizer_sha256": tokenizer_sha256(out / "tokenizer.json"), "tokenizer_vocab": tok_vocab, "seed": 0,
+    }  # fmt: skip
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    return out
+
+
+@pytest.mark.claim("PACK-009")
+@pytest.mark.slow
+def test_a_ranks_memory_does_not_hold_the_train_split(built: tuple[Path, DataConfig], tmp_path: Path) -> None:
+    peaks = {}
+    for label, n in (("small", 1_000), ("large", 320_000)):  # 0.5 MB and 164 MB of train windows
+        data = _synthetic_data(tmp_path / label, built, n)
+        cmd = [sys.executable, "-c", TRAIN_AND_MEASURE, str(data), built[1].source, str(tmp_path / f"runs-{label}")]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        peaks[label] = int(proc.stdout.strip().splitlines()[-1]) * 1024
+    grown = peaks["large"] - peaks["small"]
+    assert grown <= tolerance("PACK-009") * 320_000 * 256 * 2, f"peak memory grew by {grown / 2**20:.0f} MiB"

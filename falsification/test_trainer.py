@@ -118,9 +118,13 @@ def test_resume_never_resaves_the_resume_step(small_data: Path, tmp_path: Path) 
         first.fit_steps(3)
         saved = first.save()
     before = (saved.stat().st_ino, (saved / "MANIFEST.json").read_text())
+    # A file the checkpoint never lists: it survives only if the directory is never removed and written again
+    # (an inode number can be reused, and a re-save can write an identical manifest).
+    (saved / "witness").write_text("kept")
     with Trainer(cfg, resume=True) as resumed:
         resumed.fit()
     assert saved.is_dir(), "the resume step's checkpoint was removed"
+    assert (saved / "witness").is_file(), "the resume step's checkpoint was written again"
     assert (saved.stat().st_ino, (saved / "MANIFEST.json").read_text()) == before
 
 

@@ -25,19 +25,22 @@ def test_bad_arguments_refused(args: tuple[int, ...], message: str) -> None:
         DataCursor(*args)
 
 
-def test_state_is_plain_json() -> None:
-    cursor = DataCursor(30, 4, 7, rank=1, world_size=2)
+def test_state_is_plain_json_and_names_no_rank() -> None:
+    cursor = DataCursor(30, 2, 7, rank=1, world_size=2, grad_accum=2)
+    cursor.next_batch()
+    with pytest.raises(ValueError, match="1 micro-batches into a step of 2; save between steps"):
+        cursor.state_dict()
     cursor.next_batch()
     state = cursor.state_dict()
     assert json.loads(json.dumps(state)) == state
-    assert state["step"] == 1 and state["world_size"] == 2 and state["seed"] == 7
+    assert state == {"version": 2, "steps": 1, "seed": 7, "n_windows": 30, "global_batch": 8}
 
 
-@pytest.mark.parametrize("step", [-1, "3", None, 2.0])
-def test_invalid_step_refused(step: object) -> None:
+@pytest.mark.parametrize("steps", [-1, "3", None, 2.0])
+def test_invalid_steps_refused(steps: object) -> None:
     cursor = DataCursor(30, 4, 7)
-    state = cursor.state_dict() | {"step": step}
-    with pytest.raises(ValueError, match="invalid step"):
+    state = cursor.state_dict() | {"steps": steps}
+    with pytest.raises(ValueError, match="invalid steps"):
         cursor.load_state_dict(state)
 
 

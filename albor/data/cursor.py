@@ -1,9 +1,14 @@
-"""DataCursor: which windows each rank trains on, in a seeded order that resumes exactly.
+"""DataCursor: which windows each rank trains on, in a seeded order that resumes exactly, on any world size.
 
 Epoch e visits a fresh permutation of ALL windows (across shards, ALB-121), drawn from (seed, e).
-Global batch b of an epoch is the permutation's slice [b·B·W, (b+1)·B·W); rank r takes the r-th
-sub-slice of B. The epoch's tail that does not fill a whole global batch is dropped. Everything
-follows from the number of batches yielded so far (``step``), which is the whole saved state.
+An optimizer step consumes one global batch of G = B·W·A windows (micro-batch B, W ranks, A
+accumulated micro-batches): step s of an epoch is the permutation's slice [s·G, (s+1)·G), and its
+micro-batch i on rank r is the sub-slice at (i·W + r)·B. The epoch's tail that does not fill a
+whole global batch is dropped. Everything follows from the number of micro-batches yielded so far.
+
+The saved state names the optimizer steps taken and the global batch, not the ranks: a run saved
+on W ranks resumes on W' ranks (with A' = G / (B·W') accumulated micro-batches) and its steps see
+the same windows, re-sliced.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
 def epoch_order(n_windows: int, seed: int, epoch: int) -> np.ndarray:
@@ -27,33 +32,43 @@ def _permutation(n_windows: int, seed: int, epoch: int) -> np.ndarray:
 
 
 class DataCursor:
-    """A rank's position in the data: ``next_batch()`` gives its next window indices."""
+    """A rank's position in the data: ``next_batch()`` gives its next micro-batch of window indices."""
 
-    def __init__(self, n_windows: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
-        if batch_size <= 0 or world_size <= 0:
-            raise ValueError(f"batch_size ({batch_size}) and world_size ({world_size}) must be positive")
+    def __init__(
+        self, n_windows: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1, grad_accum: int = 1
+    ) -> None:
+        if batch_size <= 0 or world_size <= 0 or grad_accum <= 0:
+            raise ValueError(
+                f"batch_size ({batch_size}), world_size ({world_size}) and grad_accum ({grad_accum}) must be positive"
+            )
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world size {world_size}")
-        if n_windows < batch_size * world_size:
+        if n_windows < batch_size * world_size * grad_accum:
             raise ValueError(
-                f"{n_windows} windows cannot fill one global batch of {batch_size} × {world_size} ranks; "
-                "lower the batch size or add data"
+                f"{n_windows} windows cannot fill one global batch of {batch_size} × {world_size} ranks × "
+                f"{grad_accum} micro-batches; lower the batch size or add data"
             )
         self.n_windows = n_windows
         self.batch_size = batch_size
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
+        self.grad_accum = grad_accum
         self._step = 0
 
     @property
+    def global_batch(self) -> int:
+        """Windows one optimizer step consumes, over every rank and micro-batch."""
+        return self.batch_size * self.world_size * self.grad_accum
+
+    @property
     def batches_per_epoch(self) -> int:
-        """Whole global batches in one epoch (the remainder of the permutation is dropped)."""
-        return self.n_windows // (self.batch_size * self.world_size)
+        """Micro-batches this rank takes in one epoch (whole global batches; the remainder is dropped)."""
+        return self.n_windows // self.global_batch * self.grad_accum
 
     @property
     def step(self) -> int:
-        """Batches yielded so far, over all epochs; restored by ``load_state_dict``, never reset."""
+        """Micro-batches yielded so far, over all epochs; restored by ``load_state_dict``, never reset."""
         return self._step
 
     @property
@@ -62,34 +77,44 @@ class DataCursor:
         return self._step // self.batches_per_epoch
 
     def next_batch(self) -> np.ndarray:
-        """This rank's window indices for the next batch (``batch_size`` of them)."""
-        epoch, b = divmod(self._step, self.batches_per_epoch)
-        start = (b * self.world_size + self.rank) * self.batch_size
+        """This rank's window indices for the next micro-batch (``batch_size`` of them)."""
+        step, micro = divmod(self._step, self.grad_accum)
+        epoch, s = divmod(step, self.n_windows // self.global_batch)
+        start = s * self.global_batch + (micro * self.world_size + self.rank) * self.batch_size
         self._step += 1
         return epoch_order(self.n_windows, self.seed, epoch)[start : start + self.batch_size].copy()
 
     def state_dict(self) -> dict[str, Any]:
-        """Plain JSON-serialisable state: the step, and what it is only valid for."""
+        """Plain JSON-serialisable state: the optimizer steps taken, and the data order they are valid for.
+
+        Saved between optimizer steps only: a step's micro-batches are one unit.
+        """
+        steps, partial = divmod(self._step, self.grad_accum)
+        if partial:
+            raise ValueError(
+                f"the cursor is {partial} micro-batches into a step of {self.grad_accum}; save between steps"
+            )
         return {
             "version": STATE_VERSION,
-            "step": self._step,
+            "steps": steps,
             "seed": self.seed,
             "n_windows": self.n_windows,
-            "batch_size": self.batch_size,
-            "rank": self.rank,
-            "world_size": self.world_size,
+            "global_batch": self.global_batch,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from ``state``; refused when it was made for another data order or layout."""
-        expected = self.state_dict()
-        for key in ("version", "seed", "world_size", "n_windows", "batch_size", "rank"):
+        """Continue from ``state``; refused when it was made for another data order or global batch.
+
+        The ranks and the micro-batch split may differ from the saved run's: the global batch may not.
+        """
+        expected = self.state_dict() | {"steps": None}
+        for key in ("version", "seed", "n_windows", "global_batch"):
             if state.get(key) != expected[key]:
                 raise ValueError(
                     f"cursor state was saved with {key}={state.get(key)!r}, this cursor has {key}={expected[key]!r}; "
                     "resuming would change which windows each step sees"
                 )
-        step = state.get("step")
-        if not isinstance(step, int) or step < 0:
-            raise ValueError(f"cursor state has an invalid step {step!r}")
-        self._step = step
+        steps = state.get("steps")
+        if not isinstance(steps, int) or steps < 0:
+            raise ValueError(f"cursor state has an invalid steps {steps!r}")
+        self._step = steps * self.grad_accum

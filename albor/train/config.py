@@ -58,6 +58,13 @@ class TrainConfig(Strict):
     alert_after: int = Field(
         default=50, ge=0, description="steps before the loss/grad-norm thresholds apply (initial loss is ln V)"
     )
+    parallel: Literal["ddp", "fsdp"] = Field(
+        default="ddp",
+        description="on several ranks: ddp replicates the model; fsdp shards weights, gradients and optimizer state",
+    )
+    async_checkpoint: bool = Field(
+        default=False, description="fsdp: write checkpoints in the background; each completes at the next save"
+    )
     logger: Literal["jsonl", "tensorboard"] = Field(
         default="jsonl",
         description="jsonl: metrics.jsonl; tensorboard: TensorBoard event files beside it too (extra: tensorboard)",
@@ -108,6 +115,8 @@ class TrainConfig(Strict):
 
     @model_validator(mode="after")
     def _fits(self) -> TrainConfig:
+        if self.async_checkpoint and self.parallel != "fsdp":
+            raise ValueError("async_checkpoint needs parallel: fsdp (its distributed checkpoints are written by DCP)")
         if self.activation_memory_budget < 1 and not self.compile:
             raise ValueError(f"activation_memory_budget={self.activation_memory_budget} needs compile: true")
         return self

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,20 +37,34 @@ class Dist:
         return self.world > 1
 
 
-def init(device_kind: str) -> Dist:
-    """Join the process group that ``torchrun`` describes in the environment, if any."""
+def init(device_kind: str, sharded: bool = False) -> Dist:
+    """Join the process group that ``torchrun`` describes in the environment, if any.
+
+    A sharded (FSDP) run needs a process group also on one process: without ``torchrun`` it makes
+    a group of one on a free loopback port.
+    """
     d = Dist.from_env()
-    if not d.active:
+    if not (d.active or sharded):
         return d
     if device_kind == "cuda":
         torch.cuda.set_device(d.local_rank)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device_kind == "cuda" else "gloo")
+        backend = "nccl" if device_kind == "cuda" else "gloo"
+        if "MASTER_ADDR" in os.environ:
+            dist.init_process_group(backend)
+        else:
+            dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
     return d
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def shutdown(d: Dist) -> None:
-    if d.active and dist.is_initialized():
+    if dist.is_initialized():
         dist.destroy_process_group()
 
 

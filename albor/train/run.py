@@ -31,6 +31,8 @@ RESUMABLE = (
     "alert_loss",
     "alert_grad_norm",
     "alert_after",
+    "micro_batch",  # with grad_accum: the split of a step's global batch, which the resume keeps
+    "grad_accum",
     "logger",
     "device",
     "precision",
@@ -39,6 +41,8 @@ RESUMABLE = (
     "kernels",
     "allow_kernel_fallback",
     "deterministic",
+    "async_checkpoint",
+    "parallel",
     "runs_dir",
 )
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import time
 from contextlib import AbstractContextManager, nullcontext
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import yaml
 from torch._functorch import config as functorch_config
 from torch.nn.parallel import DistributedDataParallel
@@ -22,6 +25,7 @@ from albor.config.errors import ConfigError
 from albor.crash import crash_point
 from albor.data import default_data_dir, load_windows, prepare_config
 from albor.data.cursor import DataCursor
+from albor.dcp_checkpoint import PendingSave, begin_save
 from albor.eval.perplexity import evaluate_perplexity
 from albor.hardware import card_name, peak_tflops
 from albor.io import write_json_atomic, write_text_atomic
@@ -32,7 +36,7 @@ from albor.optim.adamw import build_optimizer
 from albor.optim.grad_accumulation import accumulate, count_targets
 from albor.optim.grad_clip import clip_grad_norm
 from albor.optim.lr_schedule import lr_at
-from albor.train import distributed
+from albor.train import distributed, fsdp
 from albor.train.config import TrainConfig
 from albor.train.metrics import MetricsLog, StepMetrics
 from albor.train.run import RunLock, record, resume_changes
@@ -98,6 +102,28 @@ def with_init_source(cfg: TrainConfig) -> tuple[TrainConfig, Path | None]:
     return cfg, found
 
 
+def resharded(cfg: TrainConfig, world: int, run_dir: Path) -> TrainConfig:
+    """The config a resume runs with on ``world`` ranks: the checkpoint's global batch (windows a step)
+    is kept, by as many accumulated micro-batches as it takes when the world size changed; refused,
+    with the numbers, when it cannot be kept."""
+    found = ckpt.latest_valid(run_dir / "checkpoints")
+    if found is None:
+        return cfg
+    saved = json.loads((found / "state.json").read_text())
+    batch, was = saved["cursor"]["global_batch"], saved["world_size"]
+    if cfg.micro_batch * world * cfg.grad_accum == batch:
+        return cfg
+    per_micro = cfg.micro_batch * world
+    if world != was and batch % per_micro == 0:
+        return cfg.model_copy(update={"grad_accum": batch // per_micro})
+    raise ConfigError(
+        f"--resume: {found} trained with a global batch of {batch} windows a step on {was} rank(s); on {world} "
+        f"rank(s), micro_batch {cfg.micro_batch} × {world} = {per_micro} windows a micro-batch "
+        + (f"does not divide {batch}" if world != was else f"× grad_accum {cfg.grad_accum} is not {batch}")
+        + ": resume on a world size (or with a micro_batch) that keeps the global batch"
+    )
+
+
 def resume_changes_of(cfg: TrainConfig) -> dict[str, list[Any]]:
     """What resuming ``cfg``'s run with ``cfg`` changes from its latest valid checkpoint's config.
 
@@ -135,20 +161,34 @@ class Trainer:
         self.resume_changes = resume_changes_of(cfg) if resume else {}
         # On resume the run's own checkpoint holds the weights, and its config already names the tokenizer.
         cfg, init_ckpt = (cfg, None) if resume else with_init_source(cfg)
-        self.cfg = cfg
         self.device = pick_device(cfg)
-        self.dist = distributed.init(self.device.type)
+        self.sharded = cfg.parallel == "fsdp"
+        self.dist = distributed.init(self.device.type, sharded=self.sharded)
+        asked = cfg
+        self.cfg = cfg = resharded(cfg, self.dist.world, self.run_dir) if resume else cfg
+        if cfg.grad_accum != asked.grad_accum:
+            self.resume_changes["grad_accum"] = [asked.grad_accum, cfg.grad_accum]
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True)
         torch.manual_seed(cfg.seed)
+        self.bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
         self._setup_data()
         self.kernels = Kernels(cfg.kernels, cfg.allow_kernel_fallback, self.device)
-        model = Decoder(cfg.model, self.kernels).to(self.device)
+        model = Decoder(cfg.model, self.kernels)
+        if init_ckpt is not None:  # full weights, before any sharding
+            ckpt.load_checkpoint(init_ckpt, model, None)
+        model.to(self.device)
+        if self.sharded:
+            fsdp.shard(model, model.blocks, self.bf16 and self.device.type == "cuda")
+        n_windows = len(self.train_windows)
         self.state = TrainState(
             model=model,
             optimizer=build_optimizer(model, cfg.optim, fused=self.device.type == "cuda"),
-            cursor=DataCursor(len(self.train_windows), cfg.micro_batch, cfg.seed, self.dist.rank, self.dist.world),
+            cursor=DataCursor(n_windows, cfg.micro_batch, cfg.seed, self.dist.rank, self.dist.world, cfg.grad_accum),
         )
+        self._pending: PendingSave | None = None
+        # Background checkpoint writes carry their collectives on a group of their own (made by every rank).
+        self._async_group = dist.new_group(backend="gloo") if cfg.async_checkpoint else None
         self.checkpoints = ckpt.CheckpointManager(
             self.run_dir / "checkpoints", cfg.keep_last, cfg.to_yaml(), self.tokenizer_path
         )
@@ -164,7 +204,6 @@ class Trainer:
         else:
             self._start_fresh(init_ckpt)
         self.train_model = self._wrap(model)
-        self.bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.tokens_per_step = cfg.micro_batch * cfg.grad_accum * self.dist.world * cfg.data.seq_len
         m = cfg.model
@@ -192,7 +231,7 @@ class Trainer:
 
     def _wrap(self, model: Decoder) -> torch.nn.Module:
         """The module the step runs: DDP around the model on several ranks, compiled when asked."""
-        wrapped: torch.nn.Module = DistributedDataParallel(model) if self.dist.active else model
+        wrapped: torch.nn.Module = DistributedDataParallel(model) if self.dist.active and not self.sharded else model
         if not self.cfg.compile:
             return wrapped
         # A step compiled earlier in this process for a model of the same structure would be reused,
@@ -205,28 +244,47 @@ class Trainer:
     # --- checkpoints -------------------------------------------------------------------------
 
     def save(self) -> Path | None:
-        """Checkpoint the current step (rank 0 writes; every rank contributes its cursor and RNG)."""
+        """Checkpoint the current step. Unsharded, rank 0 writes; sharded, every rank writes its shards and
+        rank 0 completes the checkpoint once all are on disk (in the background with ``async_checkpoint``:
+        then it completes at the next save, and this returns None). Every rank contributes its RNG."""
+        self.finish_pending_save()
         progress = self.state.progress()
         state = {
             "step": progress["step"],
             "tokens_seen": progress["tokens_seen"],
             "best_val_loss": progress["best_val_loss"],
             "world_size": self.dist.world,
-            "cursors": distributed.gather(self.dist, progress["cursor"]),
+            "cursor": progress["cursor"],
             "rng": distributed.gather(self.dist, progress["rng"]),
             "data_dir": str(self.data_dir.resolve()),
         }
-        path = None
-        if self.dist.main:
-            path = self.checkpoints.save(self.state.step, self.state.model, self.state.optimizer, state)
-        distributed.barrier(self.dist)
-        return path
+        if not self.sharded:
+            path = None
+            if self.dist.main:
+                path = self.checkpoints.save(self.state.step, self.state.model, self.state.optimizer, state)
+            distributed.barrier(self.dist)
+            return path
+        step, root = self.state.step, self.checkpoints.root
+        tmp = ckpt.new_checkpoint_dir(root, step) if self.dist.main else root / f".tmp-{ckpt.step_dir_name(step)}"
+
+        def complete(tmp: Path) -> None:
+            ckpt.complete(tmp, step, state, self.checkpoints.config_yaml, self.tokenizer_path)
+            ckpt.prune(root, self.cfg.keep_last)
+
+        barrier = partial(distributed.barrier, self.dist)
+        self._pending = begin_save(
+            tmp, step, self.model, self.state.optimizer, complete, self.dist.main, barrier, self._async_group
+        )
+        return None if self.cfg.async_checkpoint else self.finish_pending_save()
+
+    def finish_pending_save(self) -> Path | None:
+        """Complete a sharded checkpoint still being written (on every rank); its path, or None if none was."""
+        pending, self._pending = self._pending, None
+        return pending.finish() if pending is not None else None
 
     def _start_fresh(self, init_ckpt: Path | None) -> None:
-        """Step 0: from ``init_from``'s weights when given; a log left by a run killed before its first
-        checkpoint is cleared, so no step appears twice."""
-        if init_ckpt is not None:
-            ckpt.load_checkpoint(init_ckpt, self.state.model, None)
+        """Step 0 (from ``init_from``'s weights, loaded at construction, when given); a log left by a run
+        killed before its first checkpoint is cleared, so no step appears twice."""
         if self.dist.main:
             self.log.truncate_after(0)
             record(self.run_dir, "start", init_from=str(init_ckpt) if init_ckpt else None)
@@ -242,14 +300,16 @@ class Trainer:
         if found is None:
             raise FileNotFoundError(f"--resume: no checkpoint that verifies under {self.checkpoints.root}")
         saved = self.checkpoints.load(found, self.state.model, self.state.optimizer)
-        if saved["world_size"] != self.dist.world:
-            raise ValueError(f"{found}: saved with world size {saved['world_size']}, resumed with {self.dist.world}")
-        rank = self.dist.rank
-        self.state.load_progress({**saved, "cursor": saved["cursors"][rank], "rng": saved["rng"][rank]})
+        # On another world size each rank takes a saved rank's RNG; the cursor re-slices the same steps.
+        rng_state = saved["rng"][self.dist.rank % len(saved["rng"])]
+        self.state.load_progress({**saved, "cursor": saved["cursor"], "rng": rng_state})
         self.resumed_from = saved["step"]
         if self.dist.main:
             self.log.truncate_after(saved["step"])
-            record(self.run_dir, "resume", step=saved["step"], checkpoint=found.name, changes=self.resume_changes)
+            changes = dict(self.resume_changes)
+            if saved["world_size"] != self.dist.world:
+                changes["world_size"] = [saved["world_size"], self.dist.world]
+            record(self.run_dir, "resume", step=saved["step"], checkpoint=found.name, changes=changes)
 
     # --- the loop ----------------------------------------------------------------------------
 
@@ -279,7 +339,13 @@ class Trainer:
         batches = [self._batch() for _ in range(self.cfg.grad_accum)]
         micro = [(x, y) for x, y, _ in batches]
         n_targets = int(distributed.all_sum(self.dist, sum(n for _, _, n in batches)))
-        no_sync = self.train_model.no_sync if isinstance(self.train_model, DistributedDataParallel) else None
+        no_sync = (
+            self.train_model.no_sync
+            if isinstance(self.train_model, DistributedDataParallel)
+            else partial(fsdp.no_gradient_sync, self.model)
+            if self.sharded
+            else None
+        )
         loss = accumulate(micro, self._loss_sum, self.params, n_targets, float(self.dist.world), no_sync)
         grad_norm = clip_grad_norm(self.params, self.cfg.optim.grad_clip)
         optimizer.step()
@@ -310,7 +376,7 @@ class Trainer:
         elif m.step > cfg.alert_after and m.grad_norm > cfg.alert_grad_norm:
             reason = f"grad norm {m.grad_norm:.4g} above alert_grad_norm {cfg.alert_grad_norm}"
         if reason:
-            path = self.save()
+            path = self.save() or self.finish_pending_save()
             raise TrainingAlert(f"step {m.step}: {reason}; stopped with a final checkpoint at {path}")
 
     def evaluate(self) -> float:
@@ -397,6 +463,7 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         """Train until ``optim.max_steps``; returns a summary of the run."""
         self.fit_steps(self.cfg.optim.max_steps - self.state.step)
+        self.finish_pending_save()
         if self._bar is not None:
             self._bar.close()
         summary = {
