@@ -197,7 +197,7 @@ _FORGE = textwrap.dedent(
     import json as _json, os as _os, struct as _struct, sys as _sys
 
     def _forged(nonce=""):
-        lines = [f"{nonce}\\tpassed\\t\\n", "passed\\t\\n"]
+        lines = ["passed\\t\\n", f"{nonce}\\tpassed\\t\\n"]
         message = _json.dumps(["returned", None]).encode()
         return [x.encode() for x in lines] + [_struct.pack(">I", len(message)) + message]
 

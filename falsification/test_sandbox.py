@@ -250,7 +250,7 @@ FORGE = textwrap.dedent(
     import json, os, struct, sys
 
     def forged(nonce=""):
-        lines = [f"{nonce}\\tpassed\\t\\n", "passed\\t\\n", "passed\\n"]
+        lines = ["passed\\t\\n", f"{nonce}\\tpassed\\t\\n", "passed\\n"]
         messages = [["confined"], ["returned", None], ["returned", 42]]
         return [x.encode() for x in lines] + [
             struct.pack(">I", len(json.dumps(m))) + json.dumps(m).encode() for m in messages
