@@ -257,22 +257,16 @@ FORGERIES = {
 
 @pytest.mark.claim("HE-007")
 @pytest.mark.parametrize("mode", MODES)
-def test_forged_completions_score_zero(mode: str, problems: list[Problem], tmp_path: Path, capsys) -> None:
+def test_forged_completions_score_zero(mode: str, tmp_path: Path, capsys) -> None:
     if mode == "namespaces" and not sandbox.namespaces_available():
         pytest.skip("this machine cannot create the sandbox's namespaces (it needs root)")
-    by_id = {p.task_id: p for p in problems}
     rows = [{"task_id": t, "completion": c, "attack": name} for name, (t, c) in FORGERIES.items()]
-    # The same problems' canonical solutions, scored alongside: the scorer can pass a correct completion.
-    tasks = sorted({t for t, _ in FORGERIES.values()})
-    rows += [{"task_id": t, "completion": by_id[t].canonical_solution} for t in tasks]
     samples = tmp_path / "samples.jsonl"
     samples.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # The command also runs these problems' canonical solutions, and fails unless every one passes.
     assert eval_cli.main(["humaneval", "--score", str(samples), "--workers", "2", "--sandbox", mode]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["sandbox"] == mode and summary["n_problems"] == len(tasks), summary
+    assert summary["pass_at_k"] == {"1": 0.0} and summary["sandbox"] == mode, summary
     results = [json.loads(line) for line in Path(f"{samples}_results.jsonl").read_text().splitlines()]
-    assert len(results) == len(rows) and {r["sandbox"] for r in results} == {mode}
-    canonical = {by_id[t].canonical_solution for t in tasks}
-    forged = [r for r in results if r["completion"] not in canonical]
-    assert [r["result"] for r in results if r["completion"] in canonical] == ["passed"] * len(tasks), results
-    assert len(forged) == len(FORGERIES) and not [r for r in forged if r["result"] == "passed"], forged
+    assert len(results) == len(FORGERIES) and {r["sandbox"] for r in results} == {mode}
+    assert not [r for r in results if r["result"] == "passed"], results

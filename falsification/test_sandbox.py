@@ -390,7 +390,7 @@ FORK_AND_HOLD = textwrap.dedent(
             signal.pause()
     block = b"x" * (100 << 20)
     got = b""
-    while len(got) < 3 and select.select([r], [], [], 2)[0]:
+    while len(got) < 3 and select.select([r], [], [], 1)[0]:
         got += os.read(r, 3)
     assert len(got) == 3, f"only {len(got) + 1} of 4 held"
     print("all held", flush=True)

@@ -242,17 +242,19 @@ def _rebuilt(name: str, message: str) -> BaseException:
 
 def _unpack(answers: int) -> object:
     """The program's next answer: its value, or its exception raised here."""
+    # Whatever goes wrong reading an answer (a message nested too deep, say) is a ProtocolError, which no
+    # check can catch as the program's own exception.
     try:
         reply = _recv(answers)
     except EOFError:
         raise ProgramLost from None
-    except ValueError as e:
+    except Exception as e:
         raise ProtocolError(f"the program sent {e}") from None
     if reply[0] == "returned" and len(reply) == 2:
         try:
             return decode(reply[1])
-        except (ValueError, TypeError, KeyError, IndexError, RecursionError) as e:
-            raise ProtocolError(f"the program's answer cannot be read: {e}") from None
+        except Exception as e:
+            raise ProtocolError(f"the program's answer cannot be read: {type(e).__name__}: {e}") from None
     if reply[0] == "raised" and len(reply) == 3 and all(type(x) is str for x in reply[1:]):
         raise _rebuilt(reply[1], reply[2])
     raise ProtocolError("the program sent something that is not an answer")
