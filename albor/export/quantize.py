@@ -6,12 +6,14 @@
   q = round((w - min) / s) in [0, 15], and the kernel's dequantisation (q - 8)·s + z with
   z = min + 8·s; the weight is packed by ``_convert_weight_to_int4pack_for_cpu`` and multiplied by
   ``_weight_int4pack_mm_for_cpu``. A row length that is not a multiple of the group is padded with
-  zero weights (and the input with zeros), which adds nothing to the product.
+  zero weights (and the input with zeros), which adds nothing to the product; the rows are padded to a
+  multiple of 16 with zero rows whose outputs are dropped.
 
 Either way every weight is within half a step of its float value (the ``quantize`` contract checks
 it against a float64 dequantisation). ``quantize_decoder`` swaps every linear of a decoder, the LM
 head included, for its quantised twin; the token embedding stays float32 (decode reads one row of
-it per token).
+it per token). A quantised decoder gives logits; its loss and perplexity are computed from them
+(``albor.export.compare``), since the fused loss path multiplies by the head's float weight.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from albor.model import Decoder
 
 Bits = Literal[4, 8]
 GROUP_SIZES = (32, 64, 128, 256)
-INT4_ROWS = 16  # the int4 packing takes a multiple of 16 output rows
+INT4_ROWS = 16  # the int4 packing takes whole tiles of 16 output rows
 INNER_K_TILES = 2
 
 
@@ -93,9 +95,9 @@ class Int4Linear(nn.Module):
     def __init__(self, weight: torch.Tensor, group_size: int) -> None:
         super().__init__()
         self.out_features, self.in_features = weight.shape
-        if self.out_features % INT4_ROWS:
-            raise ValueError(f"int4 packing needs a multiple of {INT4_ROWS} output rows, got {self.out_features}")
-        q, scale, zero = quantize_int4(weight, group_size)
+        # The packing takes whole tiles of 16 rows: extra zero rows, whose outputs are dropped.
+        rows = -(-self.out_features // INT4_ROWS) * INT4_ROWS
+        q, scale, zero = quantize_int4(F.pad(weight.detach(), (0, 0, 0, rows - self.out_features)), group_size)
         self.group_size = group_size
         self.padded_in = q.shape[1]
         self.register_buffer("packed", torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, INNER_K_TILES))
@@ -107,7 +109,7 @@ class Int4Linear(nn.Module):
         if self.padded_in != self.in_features:
             x2 = F.pad(x2, (0, self.padded_in - self.in_features))
         y = torch.ops.aten._weight_int4pack_mm_for_cpu(x2, self.packed, self.group_size, self.scale_and_zero)
-        return y.reshape(*x.shape[:-1], self.out_features)
+        return y[:, : self.out_features].reshape(*x.shape[:-1], self.out_features)
 
 
 def quantized_linear(linear: nn.Linear, bits: Bits, group_size: int) -> nn.Module:
