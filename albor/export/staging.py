@@ -23,6 +23,12 @@ def _fresh(out: Path) -> None:
         raise ExportError(f"{out.parent}: no such directory")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def staged_dir(out: Path) -> Iterator[Path]:
     """A temporary folder beside ``out`` that becomes ``out`` when the block completes, and vanishes otherwise."""
@@ -30,9 +36,13 @@ def staged_dir(out: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".tmp-{out.name}."))
     try:
         yield tmp
+        mask = _umask()
         for f in tmp.iterdir():
             with f.open("rb") as fh:
                 os.fsync(fh.fileno())
+            f.chmod(0o666 & ~mask)
+        # mkdtemp and mkstemp make private entries; an export is read by other users and tools (ALB-211).
+        tmp.chmod(0o777 & ~mask)
         os.rename(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -51,6 +61,7 @@ def staged_file(out: Path) -> Iterator[Path]:
         yield tmp
         with tmp.open("rb") as fh:
             os.fsync(fh.fileno())
+        tmp.chmod(0o666 & ~_umask())
         os.rename(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)
