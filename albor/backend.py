@@ -100,7 +100,7 @@ class LlamaCppSession:
 class LlamaCppBackend:
     """A GGUF in llama.cpp (llama-cpp-python), with the tokenizer stored in the file."""
 
-    def __init__(self, gguf_path: Path, threads: int | None = None, n_ctx: int | None = None) -> None:
+    def __init__(self, gguf_path: Path, threads: int | None = None) -> None:
         try:
             import llama_cpp
         except ImportError as e:
@@ -109,15 +109,11 @@ class LlamaCppBackend:
         if not path.is_file():
             raise ValueError(f"{path}: no such GGUF file")
         self.tokenizer = gguf_tokenizer(path)
-        n_threads = threads or None
         self.llm = llama_cpp.Llama(
-            model_path=str(path),
-            n_ctx=n_ctx or 0,  # 0: the model's context length
-            n_threads=n_threads,
-            n_threads_batch=n_threads,
-            verbose=False,
+            model_path=str(path), n_ctx=0, n_threads=threads, n_threads_batch=threads, verbose=False
         )
-        self.max_seq_len = self.llm.n_ctx()
+        # llama.cpp pads its context to a multiple of 256; the model knows only its trained positions (ALB-216).
+        self.max_seq_len = llama_cpp.llama_model_n_ctx_train(self.llm.model)
         check_vocab(self.tokenizer, self.llm.n_vocab(), path)
 
     def session(self) -> LlamaCppSession:
