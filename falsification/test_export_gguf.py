@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -21,6 +22,9 @@ from albor.verify.contracts import tolerance
 from albor.verify.numerics import rel_err
 from falsification.exports import PROMPTS, SOURCES, need
 
+if TYPE_CHECKING:
+    from llama_cpp import Llama
+
 
 @pytest.fixture(scope="module", autouse=True)
 def _needs_llama_cpp() -> None:
@@ -28,7 +32,7 @@ def _needs_llama_cpp() -> None:
     need("llama_cpp")
 
 
-def _llama(path: Path, logits_all: bool = False, verbose: bool = False):
+def _llama(path: Path, logits_all: bool = False, verbose: bool = False) -> Llama:
     import llama_cpp
 
     return llama_cpp.Llama(model_path=str(path), n_ctx=0, n_threads=1, logits_all=logits_all, verbose=verbose)
@@ -39,7 +43,7 @@ def f16(random_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return gg.export_gguf(random_run, tmp_path_factory.mktemp("gguf") / "model-f16.gguf", "f16")
 
 
-def _llama_logits(llm, ids: list[int]) -> torch.Tensor:
+def _llama_logits(llm: Llama, ids: list[int]) -> torch.Tensor:
     llm.reset()
     llm.eval(ids)
     return torch.from_numpy(np.array(llm.scores[: len(ids)], dtype=np.float32))
@@ -127,7 +131,7 @@ def test_tokenizer_matches_albor(random_run: Path, f16: Path) -> None:
     assert (llm.token_bos(), llm.token_eos()) == (data_tokenizer.EOS, data_tokenizer.EOS)
     reader = GGUFReader(str(f16))
 
-    def field(key: str):
+    def field(key: str) -> Any:
         return reader.get_field(key).contents()
 
     assert field("tokenizer.ggml.model") == "gpt2" and field("tokenizer.ggml.pre") == gg.PRE_TOKENIZER

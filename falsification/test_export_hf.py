@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
@@ -20,6 +21,9 @@ from albor.verify.contracts import tolerance
 from albor.verify.numerics import rel_err
 from falsification.exports import PROMPTS, SOURCES, code_tokenizer, need, random_decoder, save_run
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
 pytestmark = pytest.mark.slow  # transformers takes seconds to import
 FILES = ["config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
 
@@ -30,7 +34,7 @@ def _offline() -> None:
     os.environ["HF_HUB_OFFLINE"] = "1"
 
 
-def _hf_model(folder: Path):
+def _hf_model(folder: Path) -> PreTrainedModel:
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
