@@ -100,6 +100,8 @@ class InfillRequest(BaseModel):
 
 def create_app(model: Path, threads: int | None = None, port: int = 8080) -> Any:
     """The FastAPI app: llama-cpp-python's server for ``model``, with Albor's prompts and ``/infill``."""
+    if not Path(model).is_file():
+        raise ValueError(f"{model}: no such GGUF file")
     import llama_cpp
     from fastapi import APIRouter, HTTPException, Request, Response
     from fastapi.responses import JSONResponse
@@ -177,9 +179,8 @@ def parse_args(argv: list[str] | None, prog: str) -> argparse.Namespace:
 def main(argv: list[str] | None = None, prog: str = "python -m albor.serve") -> int:
     args = parse_args(argv, prog)
     try:
-        import uvicorn
-
         app = create_app(args.model, args.threads, args.port)
+        import uvicorn
     except ImportError as e:
         print(f"error: albor serve needs llama-cpp-python's server: pip install 'albor[cpu]' ({e})", file=sys.stderr)
         return 2
