@@ -211,3 +211,19 @@ def test_export_refuses_and_leaves_nothing(
         with pytest.raises(ExportError, match="quantiser failed"):
             gg.export_gguf(random_run, fresh, "q4_k_m")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.gguf"], "a failed export left files behind"
+
+
+@pytest.mark.claim("GGUF-008")
+@pytest.mark.parametrize("preset", ["tiny", "50m", "125m", "350m"])
+def test_every_preset_shape_exports(preset: str, tmp_path: Path) -> None:
+    from albor.config import load_model_config
+    from falsification.exports import code_tokenizer, random_decoder, save_run
+
+    cfg = load_model_config(preset).model_copy(update={"n_layers": 1, "vocab_size": 520, "max_seq_len": 32})
+    run = save_run(tmp_path, random_decoder(cfg, std=0.02), code_tokenizer())
+    model = load(run, "cpu").model
+    ids = torch.randint(7, cfg.vocab_size, (cfg.max_seq_len,), generator=torch.Generator().manual_seed(5)).tolist()
+    with torch.no_grad():
+        want = model(torch.tensor([ids]))[0]
+    got = _llama_logits(_llama(gg.export_gguf(run, tmp_path / "m.gguf", "q8_0"), logits_all=True), ids)
+    assert rel_err(got, want) <= tolerance("GGUF-008", "q8_0")
