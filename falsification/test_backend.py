@@ -49,6 +49,7 @@ def test_torch_backend_is_the_float32_path(random_run: Path, capsys: pytest.Capt
     assert "".join(complete.completion(backend, PROMPTS[0], max_new_tokens=64, stop=[stop])) == want
 
 
+@pytest.mark.slow
 @pytest.mark.claim("BACKEND-002")
 def test_llama_cpp_backend_completes_like_torch(
     random_run: Path, f16: Path, capsys: pytest.CaptureFixture[str]
@@ -78,6 +79,7 @@ def test_llama_cpp_backend_completes_like_torch(
     assert got == want[: want.index(stop)]
 
 
+@pytest.mark.slow
 @pytest.mark.claim("BACKEND-003")
 def test_one_load_serves_many_completions(random_run: Path, f16: Path) -> None:
     sampled = Sampling(temperature=0.8, top_k=50, seed=7)

@@ -213,6 +213,7 @@ def test_export_refuses_and_leaves_nothing(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.gguf"], "a failed export left files behind"
 
 
+@pytest.mark.slow
 @pytest.mark.claim("GGUF-008")
 @pytest.mark.parametrize("preset", ["tiny", "50m", "125m", "350m"])
 def test_every_preset_shape_exports(preset: str, tmp_path: Path) -> None:
