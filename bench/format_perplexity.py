@@ -31,18 +31,13 @@ def main() -> None:
     p.add_argument("checkpoint", type=Path, help="checkpoint dir or run dir")
     p.add_argument("--windows", type=int, help="the first N val windows (default: all)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--quants", nargs="*", default=["float32", "int8", "int4"], help="Albor's torch formats to score")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     inference = load(args.checkpoint, "cpu")
     windows = load_windows(inference.data_dir, "val")[: args.windows]
     print(json.dumps({"checkpoint": str(inference.path), "windows": len(windows), "tokens": int(windows[:, 1:].size)}))
     ppl: dict[str, float] = {}
-    for quant in ("float32", "int8", "int4"):
-        model = load(args.checkpoint, "cpu").model
-        if quant != "float32":
-            quantize_decoder(model, 8 if quant == "int8" else 4)
-        ppl[f"albor torch {quant}"] = window_perplexity(decoder_logits(model), windows).ppl
-        print(json.dumps({"format": f"albor torch {quant}", "ppl": ppl[f"albor torch {quant}"]}), flush=True)
     import llama_cpp
 
     sizes = {}
@@ -61,7 +56,13 @@ def main() -> None:
             ppl[f"GGUF {kind}"] = window_perplexity(logits_of, windows).ppl
             row = {"format": f"GGUF {kind}", "ppl": ppl[f"GGUF {kind}"], "bytes": sizes[kind]}
             print(json.dumps(row | {"seconds": time.perf_counter() - t0}), flush=True)
-    f16, f32 = ppl["GGUF f16"], ppl["albor torch float32"]
+    for quant in args.quants:
+        model = load(args.checkpoint, "cpu").model
+        if quant != "float32":
+            quantize_decoder(model, 8 if quant == "int8" else 4)
+        ppl[f"albor torch {quant}"] = window_perplexity(decoder_logits(model), windows).ppl
+        print(json.dumps({"format": f"albor torch {quant}", "ppl": ppl[f"albor torch {quant}"]}), flush=True)
+    f16, f32 = ppl["GGUF f16"], ppl.get("albor torch float32", float("nan"))
     print("\n| format | file MB | val ppl | × GGUF F16 | × Albor float32 |\n| --- | --- | --- | --- | --- |")
     for name, value in ppl.items():
         size = f"{sizes[name.split()[-1]] / 1e6:.1f}" if name.startswith("GGUF") else ""
