@@ -32,7 +32,12 @@ def parse_args(argv: list[str] | None, prog: str = "python -m albor.complete") -
     p.add_argument("prompt", nargs="?", help="text to complete (leave out with --prefix/--suffix)")
     p.add_argument("--checkpoint", type=Path, required=True, help="checkpoint or run dir (torch); a GGUF (llama.cpp)")
     p.add_argument("--backend", choices=get_args(BackendName), default="torch")
-    p.add_argument("--quant", choices=get_args(Quant), default="none", help="torch backend: weight-only int8/int4")
+    p.add_argument(
+        "--quant",
+        choices=get_args(Quant),
+        default="none",
+        help="torch backend: weight-only int8/int4 (4-5x less memory, slower than float32 on x86: bench/RESULTS.md)",
+    )
     p.add_argument("--threads", type=int, help="CPU threads (default: torch's and llama.cpp's own choice)")
     p.add_argument("--prefix", help="FIM: the code before the hole")
     p.add_argument("--suffix", help="FIM: the code after the hole")
