@@ -25,6 +25,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from tokenizers import Tokenizer
@@ -104,7 +105,7 @@ class CachedDecoder:
         """Append ``ids`` to the cached sequence; float32 logits (V,) for the token after the last one."""
         x = torch.tensor([list(ids)], dtype=torch.long, device=self.cache.k[0].device)
         h = self.model.hidden(x, self.cache)[0, -1]
-        return (h @ self.model.head_weight.t()).float()
+        return self.model.logits(h)
 
 
 def fit_prompt(prompt_ids: Sequence[int], max_new_tokens: int, max_seq_len: int) -> list[int]:
@@ -125,8 +126,28 @@ def fit_prompt(prompt_ids: Sequence[int], max_new_tokens: int, max_seq_len: int)
     return ids
 
 
+class Session(Protocol):
+    """One sequence being decoded: ``feed`` appends tokens and returns the next token's float32 logits (V,)."""
+
+    def feed(self, ids: Sequence[int]) -> torch.Tensor: ...
+
+
+class Backend(Protocol):
+    """A loaded model that starts fresh sequences (``albor.backend``: torch or llama.cpp)."""
+
+    max_seq_len: int
+
+    def session(self) -> Session: ...
+
+
+def _start(model: Decoder | Backend) -> tuple[Session, int]:
+    if isinstance(model, Decoder):
+        return CachedDecoder(model), model.cfg.max_seq_len
+    return model.session(), model.max_seq_len
+
+
 def generate(
-    model: Decoder,
+    model: Decoder | Backend,
     prompt_ids: Sequence[int],
     max_new_tokens: int,
     temperature: float = 0.0,
@@ -137,9 +158,9 @@ def generate(
 ) -> Iterator[int]:
     """Yield up to ``max_new_tokens`` new token ids after ``prompt_ids``; stops before ``eos_id``."""
     sampling = Sampling(temperature, top_k, top_p, seed)
-    ids = fit_prompt(prompt_ids, max_new_tokens, model.cfg.max_seq_len)
+    decoder, max_seq_len = _start(model)
+    ids = fit_prompt(prompt_ids, max_new_tokens, max_seq_len)
     generator = sampling.generator()
-    decoder = CachedDecoder(model)
     logits = decoder.feed(ids)
     for i in range(max_new_tokens):
         token = next_token(logits, sampling, generator)
@@ -173,7 +194,7 @@ def first_stop(text: str, stop: Sequence[str]) -> int | None:
 
 
 def stream_text(
-    model: Decoder,
+    model: Decoder | Backend,
     tokenizer: Tokenizer,
     prompt_ids: Sequence[int],
     max_new_tokens: int,

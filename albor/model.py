@@ -133,6 +133,11 @@ class Decoder(nn.Module):
     def head_weight(self) -> torch.Tensor:
         return self.embed.weight if self.head is None else self.head.weight
 
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Float32 logits of final-norm hidden states; the untied head is called as a module, so that a
+        quantised twin (``albor.export.quantize``) can take its place."""
+        return (h @ self.embed.weight.t() if self.head is None else self.head(h)).float()
+
     def hidden(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """Final-norm hidden states (B, T, d) for token ids (B, T)."""
         t = idx.shape[1]
@@ -157,7 +162,7 @@ class Decoder(nn.Module):
         """Logits (B, T, V) in float32, or with ``targets`` (B, T) the cross entropy."""
         h = self.hidden(idx, cache)
         if targets is None:
-            return (h @ self.head_weight.t()).float()
+            return self.logits(h)
         return self.kernels.linear_cross_entropy(
             h.flatten(0, 1), self.head_weight, targets.flatten(), reduction=reduction
         )

@@ -52,3 +52,19 @@ def small_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("small-data")
     source = write_repos(root / "src", clean_repos(n_repos=6, files_per_repo=4))
     return prepare(source, root / "data", vocab_size=300, seq_len=16, seed=0)
+
+
+@pytest.fixture(scope="session")
+def random_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run dir with one checkpoint of a random 2-layer decoder (vocab 520) and a 512-id code tokenizer."""
+    from falsification.exports import code_tokenizer, random_decoder, save_run
+
+    return save_run(tmp_path_factory.mktemp("random-run"), random_decoder(), code_tokenizer())
+
+
+@pytest.fixture(scope="session")
+def trained_run(small_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run dir of a one-layer, 256-wide decoder trained briefly on the small corpus (for perplexity bounds)."""
+    from falsification.exports import train_briefly
+
+    return train_briefly(small_data, tmp_path_factory.mktemp("trained-runs"))

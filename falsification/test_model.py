@@ -192,3 +192,29 @@ def test_same_seed_same_parameters() -> None:
         torch.manual_seed(1234)
         states.append(Decoder(cfg).state_dict())
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+@pytest.mark.slow  # transformers takes seconds to import
+@pytest.mark.claim("MODEL-010")
+@pytest.mark.parametrize("tied", [False, True])
+def test_equals_hugging_face_llama(tied: bool) -> None:
+    pytest.importorskip("transformers", reason="transformers is not installed (the test extra)")
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from albor.export.export_hf import hf_config, hf_state_dict
+
+    cfg = load_model_config("350m").model_copy(
+        update={"n_layers": 2, "d_ff": 96, "vocab_size": 301, "max_seq_len": 64, "tie_embeddings": tied}
+    )
+    torch.manual_seed(0)
+    model = Decoder(cfg.model_copy(update={"init_std": 0.05})).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim == 1:
+                p.uniform_(0.5, 1.5)
+    hf = LlamaForCausalLM(LlamaConfig(**hf_config(cfg))).eval()
+    hf.load_state_dict(hf_state_dict(model), strict=not tied)
+    ids = torch.randint(0, cfg.vocab_size, (2, cfg.max_seq_len), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        err = rel_err(hf(ids).logits, model(ids))
+    assert err <= tolerance("MODEL-010", torch.float32), f"rel err {err:.3g}"

@@ -1,0 +1,142 @@
+"""Falsifiers for the ``backend`` contract (contracts/backend.yaml): CPU completion through Albor's torch
+decoder and through llama.cpp, from the command line and from one loaded backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from albor import complete
+from albor.backend import LlamaCppBackend, TorchBackend, gguf_tokenizer, open_backend
+from albor.data import tokenizer as data_tokenizer
+from albor.generate import Sampling, encode, fim_prompt, load, stream_text
+from falsification.exports import PROMPTS, SOURCES, need
+
+FIM = ("def add(a, b):\n    ", "\n\nprint(add(1, 2))\n")
+
+
+@pytest.fixture(scope="module")
+def f16(random_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    need("gguf")
+    need("llama_cpp")
+    from albor.export.export_gguf import export_gguf
+
+    return export_gguf(random_run, tmp_path_factory.mktemp("gguf") / "model-f16.gguf", "f16")
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    assert complete.main(["--max-new-tokens", "64", "--device", "cpu", *args]) == 0
+    return capsys.readouterr().out.removesuffix("\n")
+
+
+@pytest.mark.claim("BACKEND-001")
+def test_torch_backend_is_the_float32_path(random_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    inference = load(random_run, "cpu")
+    model, tok = inference.model, inference.tokenizer
+    backend = TorchBackend(random_run)
+    for prompt in PROMPTS[:2]:
+        want = "".join(stream_text(model, tok, encode(tok, prompt), 64))
+        assert "".join(complete.completion(backend, prompt, max_new_tokens=64)) == want
+        assert _cli(capsys, "--checkpoint", str(random_run), prompt) == want
+    ids = fim_prompt(tok, *FIM, 32, model.cfg.max_seq_len)
+    want = "".join(stream_text(model, tok, ids, 32))
+    assert "".join(complete.completion(backend, prefix=FIM[0], suffix=FIM[1], max_new_tokens=32)) == want
+    full = "".join(stream_text(model, tok, encode(tok, PROMPTS[0]), 64))
+    stop = full[len(full) // 2 : len(full) // 2 + 2]
+    want = "".join(stream_text(model, tok, encode(tok, PROMPTS[0]), 64, [stop]))
+    assert "".join(complete.completion(backend, PROMPTS[0], max_new_tokens=64, stop=[stop])) == want
+
+
+@pytest.mark.slow
+@pytest.mark.claim("BACKEND-002")
+def test_llama_cpp_backend_completes_like_torch(
+    random_run: Path, f16: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    torch_backend = TorchBackend(random_run)
+    for prompt in PROMPTS:
+        want = "".join(complete.completion(torch_backend, prompt, max_new_tokens=64))
+        got = _cli(capsys, "--backend", "llama.cpp", "--checkpoint", str(f16), "--threads", "1", prompt)
+        assert got == want, prompt
+    want = "".join(complete.completion(torch_backend, prefix=FIM[0], suffix=FIM[1], max_new_tokens=64))
+    got = _cli(capsys, "--backend", "llama.cpp", "--checkpoint", str(f16), "--prefix", FIM[0], "--suffix", FIM[1])
+    assert got == want
+    stop = want[len(want) // 2 : len(want) // 2 + 2]
+    got = _cli(
+        capsys,
+        "--backend",
+        "llama.cpp",
+        "--checkpoint",
+        str(f16),
+        "--prefix",
+        FIM[0],
+        "--suffix",
+        FIM[1],
+        "--stop",
+        stop,
+    )
+    assert got == want[: want.index(stop)]
+
+
+@pytest.mark.slow
+@pytest.mark.claim("BACKEND-003")
+def test_one_load_serves_many_completions(random_run: Path, f16: Path) -> None:
+    sampled = Sampling(temperature=0.8, top_k=50, seed=7)
+    calls = [
+        {"prompt": PROMPTS[0]},
+        {"prefix": FIM[0], "suffix": FIM[1]},
+        {"prompt": PROMPTS[2], "sampling": sampled},
+        {"prompt": PROMPTS[0]},
+    ]
+    for make in (
+        lambda: TorchBackend(random_run),
+        lambda: TorchBackend(random_run, "int8"),
+        lambda: LlamaCppBackend(f16),
+    ):
+        backend = make()
+        for kwargs in calls:
+            again = "".join(complete.completion(backend, max_new_tokens=40, **kwargs))
+            fresh = "".join(complete.completion(make(), max_new_tokens=40, **kwargs))
+            assert again == fresh, (type(backend).__name__, kwargs)
+
+
+@pytest.mark.claim("BACKEND-004")
+def test_gguf_tokenizer_is_the_checkpoints(random_run: Path, f16: Path) -> None:
+    ours, rebuilt = load(random_run, "cpu").tokenizer, gguf_tokenizer(f16)
+    assert rebuilt.get_vocab(with_added_tokens=True) == ours.get_vocab(with_added_tokens=True)
+    for text in SOURCES:
+        ids = data_tokenizer.encode(ours, text)
+        assert data_tokenizer.encode(rebuilt, text) == ids, repr(text)
+        assert data_tokenizer.decode(rebuilt, ids) == text
+    assert [rebuilt.token_to_id(t) for t in data_tokenizer.SPECIAL_TOKENS] == list(range(data_tokenizer.N_SPECIAL))
+
+
+@pytest.mark.claim("BACKEND-005")
+def test_threads_and_errors(random_run: Path, f16: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = torch.get_num_threads()
+    try:
+        TorchBackend(random_run, threads=2)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    llm = LlamaCppBackend(f16, threads=1).llm
+    assert (llm.context_params.n_threads, llm.context_params.n_threads_batch) == (1, 1)
+    with pytest.raises(ValueError, match="--quant"):
+        open_backend("llama.cpp", f16, "int8")
+    missing = tmp_path / "missing.gguf"
+    assert complete.main(["--backend", "llama.cpp", "--checkpoint", str(missing), "x"]) == 2
+    assert str(missing) in capsys.readouterr().err
+    assert complete.main(["--checkpoint", str(tmp_path / "no-run"), "x"]) == 2
+    assert "no-run" in capsys.readouterr().err
+
+
+@pytest.mark.claim("BACKEND-006")
+def test_llama_cpp_context_is_the_trained_one(random_run: Path, f16: Path) -> None:
+    trained = load(random_run, "cpu").model_config.max_seq_len
+    backend = LlamaCppBackend(f16)
+    assert backend.max_seq_len == trained < backend.llm.n_ctx()
+    prompt = "x = 1\n" * trained
+    with pytest.warns(UserWarning, match="truncated"):
+        text = "".join(complete.completion(backend, prompt, max_new_tokens=8))
+    assert backend.llm.n_tokens <= trained and text

@@ -1,0 +1,230 @@
+"""Falsifiers for the ``export_gguf`` contract (contracts/export_gguf.yaml): GGUF files of Albor models,
+read back through llama-cpp-python and compared with Albor's own decoder and tokenizer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pytest
+import torch
+
+from albor.data import load_windows
+from albor.data import tokenizer as data_tokenizer
+from albor.export import export_gguf as gg
+from albor.export.compare import decoder_logits, window_perplexity
+from albor.export.staging import ExportError
+from albor.generate import encode, generate, load
+from albor.ops import apply_rope, rope_tables
+from albor.verify.contracts import tolerance
+from albor.verify.numerics import rel_err
+from falsification.exports import PROMPTS, SOURCES, need
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _needs_llama_cpp() -> None:
+    need("gguf")
+    need("llama_cpp")
+
+
+def _llama(path: Path, logits_all: bool = False, verbose: bool = False) -> Llama:
+    import llama_cpp
+
+    return llama_cpp.Llama(model_path=str(path), n_ctx=0, n_threads=1, logits_all=logits_all, verbose=verbose)
+
+
+@pytest.fixture(scope="module")
+def f16(random_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return gg.export_gguf(random_run, tmp_path_factory.mktemp("gguf") / "model-f16.gguf", "f16")
+
+
+def _llama_logits(llm: Llama, ids: list[int]) -> torch.Tensor:
+    llm.reset()
+    llm.eval(ids)
+    return torch.from_numpy(np.array(llm.scores[: len(ids)], dtype=np.float32))
+
+
+@pytest.mark.claim("GGUF-001")
+def test_f16_logits_match_albor(random_run: Path, f16: Path) -> None:
+    model = load(random_run, "cpu").model
+    n = model.cfg.max_seq_len
+    ids = torch.randint(7, model.cfg.vocab_size, (n,), generator=torch.Generator().manual_seed(3)).tolist()
+    got = _llama_logits(_llama(f16, logits_all=True), ids)
+    with torch.no_grad():
+        want = model(torch.tensor([ids]))[0]
+    tol = tolerance("GGUF-001", torch.float16)
+    for start in range(0, n, 16):  # each stretch of positions on its own, so a late RoPE error shows
+        err = rel_err(got[start : start + 16], want[start : start + 16])
+        assert err <= tol, f"positions {start}..{start + 15}: rel err {err:.3g} > {tol}"
+
+
+@pytest.mark.claim("GGUF-002")
+def test_f16_greedy_tokens_agree(random_run: Path, f16: Path) -> None:
+    inference = load(random_run, "cpu")
+    llm = _llama(f16)
+    for prompt in PROMPTS:
+        ids = encode(inference.tokenizer, prompt)
+        ours = list(generate(inference.model, ids, 64, eos_id=None))
+        llm.reset()
+        theirs = []
+        for token in llm.generate(ids, top_k=1, temp=0.0, reset=True):
+            theirs.append(token)
+            if len(theirs) == 64:
+                break
+        assert theirs == ours, f"{prompt!r}: llama.cpp and Albor part at step {_first_difference(theirs, ours)}"
+
+
+def _first_difference(a: list[int], b: list[int]) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+
+
+def _adjacent_pair_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """llama.cpp's rotation for the ``llama`` architecture: pairs (x[2i], x[2i + 1]), on (T, D) rows."""
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    out = torch.empty_like(x)
+    out[..., 0::2], out[..., 1::2] = x1 * cos - x2 * sin, x2 * cos + x1 * sin
+    return out
+
+
+@pytest.mark.claim("GGUF-003")
+def test_rotary_permutation() -> None:
+    g = torch.Generator().manual_seed(0)
+    n_heads, hd, d, t = 3, 8, 12, 9
+    wq, wk = torch.randn(n_heads * hd, d, generator=g, dtype=torch.float64), torch.randn(hd, d, dtype=torch.float64)
+    x = torch.randn(t, d, generator=g, dtype=torch.float64)
+    cos, sin = rope_tables(torch.arange(t), hd, dtype=torch.float64)
+    q = (x @ wq.t()).view(t, n_heads, hd)
+    k = (x @ wk.t()).view(t, 1, hd)
+    q_albor, k_albor = apply_rope(q[None], k[None], cos, sin)
+    q_perm = (x @ gg.permute_rotary(wq, n_heads).t()).view(t, n_heads, hd)
+    k_perm = (x @ gg.permute_rotary(wk, 1).t()).view(t, 1, hd)
+    q_cpp = _adjacent_pair_rope(q_perm, cos[:, None], sin[:, None])
+    k_cpp = _adjacent_pair_rope(k_perm, cos[:, None], sin[:, None])
+    tol = tolerance("GGUF-003", torch.float64)
+    interleave = torch.arange(hd).view(2, hd // 2).t().reshape(-1)  # adjacent position 2i+j holds i + j·hd/2
+    assert rel_err(q_cpp, q_albor[0][..., interleave]) <= tol
+    scores_albor = torch.einsum("thd,shd->hts", q_albor[0], k_albor[0].expand(-1, n_heads, -1))
+    scores_cpp = torch.einsum("thd,shd->hts", q_cpp, k_cpp.expand(-1, n_heads, -1))
+    assert rel_err(scores_cpp, scores_albor) <= tol
+    unpermuted = _adjacent_pair_rope(q, cos[:, None], sin[:, None])
+    k_unpermuted = _adjacent_pair_rope(k, cos[:, None], sin[:, None])
+    wrong = torch.einsum("thd,shd->hts", unpermuted, k_unpermuted.expand(-1, n_heads, -1))
+    assert rel_err(wrong, scores_albor) > 1e-3, "the check cannot tell the two pairings apart"
+
+
+@pytest.mark.claim("GGUF-004")
+def test_tokenizer_matches_albor(random_run: Path, f16: Path) -> None:
+    from gguf import GGUFReader, TokenType
+
+    tokenizer = load(random_run, "cpu").tokenizer
+    llm = _llama(f16)
+    for text in SOURCES:
+        ids = data_tokenizer.encode(tokenizer, text)
+        assert llm.tokenize(text.encode(), add_bos=False, special=False) == ids, repr(text)
+        assert llm.tokenize(text.encode(), add_bos=True, special=False) == encode(tokenizer, text), repr(text)
+        assert llm.detokenize(ids).decode() == text, repr(text)
+    assert (llm.token_bos(), llm.token_eos()) == (data_tokenizer.EOS, data_tokenizer.EOS)
+    reader = GGUFReader(str(f16))
+
+    def field(key: str) -> Any:
+        return reader.get_field(key).contents()
+
+    assert field("tokenizer.ggml.model") == "gpt2" and field("tokenizer.ggml.pre") == gg.PRE_TOKENIZER
+    tokens, types = field("tokenizer.ggml.tokens"), field("tokenizer.ggml.token_type")
+    assert tokens[: data_tokenizer.N_SPECIAL] == list(data_tokenizer.SPECIAL_TOKENS)
+    assert set(types[: data_tokenizer.N_SPECIAL]) == {TokenType.CONTROL}
+    n = tokenizer.get_vocab_size()
+    assert set(types[data_tokenizer.N_SPECIAL : n]) == {TokenType.NORMAL} and set(types[n:]) == {TokenType.UNUSED}
+    merges = json.loads(tokenizer.to_str())["model"]["merges"]
+    assert field("tokenizer.ggml.merges") == [" ".join(m) for m in merges]
+    ids = {
+        "unknown": data_tokenizer.UNK,
+        "padding": data_tokenizer.PAD,
+        "fim_pre": data_tokenizer.FIM_PREFIX,
+        "fim_suf": data_tokenizer.FIM_SUFFIX,
+        "fim_mid": data_tokenizer.FIM_MIDDLE,
+    }
+    for name, want in ids.items():
+        assert field(f"tokenizer.ggml.{name}_token_id") == want, name
+    assert field("tokenizer.ggml.add_bos_token") is True and field("tokenizer.ggml.add_eos_token") is False
+
+
+@pytest.mark.claim("GGUF-005")
+def test_pre_tokenizer_loads_without_degradation(
+    random_run: Path, f16: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    warning = "GENERATION QUALITY WILL BE DEGRADED"
+    _llama(f16, verbose=True)
+    log = capsys.readouterr().err
+    assert "init_tokenizer" in log, "llama.cpp's load log was not captured"
+    assert warning not in log and "missing pre-tokenizer" not in log
+    monkeypatch.setattr(gg, "PRE_TOKENIZER", "")
+    _llama(gg.export_gguf(random_run, tmp_path / "empty-pre.gguf", "f16"), verbose=True)
+    assert warning in capsys.readouterr().err, "an empty pre-tokenizer name no longer warns: the check is blind"
+
+
+@pytest.mark.slow
+@pytest.mark.claim("GGUF-006")
+def test_quantised_perplexity_bounds(trained_run: Path, small_data: Path, tmp_path: Path) -> None:
+    from gguf import GGMLQuantizationType, GGUFReader
+
+    windows = load_windows(small_data, "val")
+    ppl = {"albor": window_perplexity(decoder_logits(load(trained_run, "cpu").model), windows).ppl}
+    for kind in gg.TYPES:
+        path = gg.export_gguf(trained_run, tmp_path / f"model-{kind}.gguf", kind)
+        llm = _llama(path, logits_all=True)
+        ppl[kind] = window_perplexity(lambda ids, llm=llm: _llama_logits(llm, ids), windows).ppl
+        if kind == "q4_k_m":
+            types = {t.tensor_type for t in GGUFReader(str(path)).tensors if len(t.shape) == 2}
+            assert types <= {GGMLQuantizationType.Q4_K, GGMLQuantizationType.Q6_K}, types
+            assert GGMLQuantizationType.Q4_K in types
+    assert ppl["albor"] < 100, f"the model is not trained: val ppl {ppl['albor']:.1f}"
+    assert ppl["f16"] / ppl["albor"] <= tolerance("GGUF-006", "f16"), ppl
+    for kind in ("q8_0", "q4_k_m"):
+        ratio = ppl[kind] / ppl["f16"]
+        assert ratio <= tolerance("GGUF-006", kind), f"{kind}: ppl {ppl[kind]:.3f} is {ratio:.4f}× the F16 file's"
+
+
+@pytest.mark.claim("GGUF-007")
+def test_export_refuses_and_leaves_nothing(
+    random_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from albor.export.__main__ import main
+
+    out = tmp_path / "model.gguf"
+    out.write_bytes(b"precious")
+    with pytest.raises(ExportError, match=str(out)):
+        gg.export_gguf(random_run, out, "q8_0")
+    assert out.read_bytes() == b"precious"
+    assert main(["gguf", str(random_run), str(out), "--type", "f16"]) == 2
+    assert str(out) in capsys.readouterr().err
+    assert main(["gguf", str(tmp_path / "no-such-run"), str(tmp_path / "a.gguf")]) == 2
+    assert "no-such-run" in capsys.readouterr().err
+    fresh = tmp_path / "b.gguf"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(gg, "quantize_q4_k_m", lambda *a, **k: (_ for _ in ()).throw(ExportError("quantiser failed")))
+        with pytest.raises(ExportError, match="quantiser failed"):
+            gg.export_gguf(random_run, fresh, "q4_k_m")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.gguf"], "a failed export left files behind"
+
+
+@pytest.mark.slow
+@pytest.mark.claim("GGUF-008")
+@pytest.mark.parametrize("preset", ["tiny", "50m", "125m", "350m"])
+def test_every_preset_shape_exports(preset: str, tmp_path: Path) -> None:
+    from albor.config import load_model_config
+    from falsification.exports import code_tokenizer, random_decoder, save_run
+
+    cfg = load_model_config(preset).model_copy(update={"n_layers": 1, "vocab_size": 520, "max_seq_len": 32})
+    run = save_run(tmp_path, random_decoder(cfg, std=0.02), code_tokenizer())
+    model = load(run, "cpu").model
+    ids = torch.randint(7, cfg.vocab_size, (cfg.max_seq_len,), generator=torch.Generator().manual_seed(5)).tolist()
+    with torch.no_grad():
+        want = model(torch.tensor([ids]))[0]
+    got = _llama_logits(_llama(gg.export_gguf(run, tmp_path / "m.gguf", "q8_0"), logits_all=True), ids)
+    assert rel_err(got, want) <= tolerance("GGUF-008", "q8_0")
