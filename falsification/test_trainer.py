@@ -10,13 +10,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
 from torch._dynamo.eval_frame import _debug_get_cache_entry_list
 
 from albor import checkpoint as ckpt
+from albor.data.cursor import DataCursor
+from albor.data.fim import SENTINELS
 from albor.model import Decoder
+from albor.ops import IGNORE_INDEX, rope_tables
 from albor.optim.lr_schedule import lr_at
 from albor.train import preflight
 from albor.train.config import TrainConfig, build_config
@@ -25,6 +29,7 @@ from albor.verify.contracts import tolerance
 from albor.verify.faults import apply, copy_tree
 from albor.verify.layout import GAPS_DIR, ROOT
 from albor.verify.numerics import rel_err
+from albor.verify.references import training_reference
 
 MAX_STEPS = 8
 
@@ -249,3 +254,49 @@ def test_init_from_starts_from_the_checkpoint_with_a_fresh_optimizer(small_data:
     assert m.step == 1 and m.lr == lr_at(0, tuned.cfg.optim)
     with pytest.raises(ValueError, match=r"model\.n_layers: 2 there, 3 here"):
         Trainer(small_config(small_data, tmp_path / "other", init_from=str(base.run_dir), **{"model.n_layers": 3}))
+
+
+def _fixed_batch(trainer: Trainer, n: int) -> np.ndarray:
+    """``n`` real windows, FIM sentinels among them, the last target of the first two ignored (int64, so that
+    IGNORE_INDEX fits): the micro-batches of a step then hold different numbers of targets."""
+    windows = trainer.train_windows.astype(np.int64)
+    fim = [i for i, w in enumerate(windows) if np.isin(w, SENTINELS).any()]
+    assert fim, "the small corpus is FIM-transformed at rate 0.5: some window holds a sentinel"
+    rest = [i for i in range(len(windows)) if i not in fim[:1]]
+    batch = windows[[fim[0], *rest[: n - 1]]].copy()
+    batch[:2, -1] = IGNORE_INDEX
+    return batch
+
+
+@pytest.mark.claim("TRAIN-012")
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+def test_step_matches_float64_reference(small_data: Path, tmp_path: Path, tied: bool) -> None:
+    over = {"model.tie_embeddings": tied, "micro_batch": 2, "grad_accum": 2, "optim.grad_clip": 0.05}
+    cfg = small_config(small_data, tmp_path, **over)
+    trainer = Trainer(cfg)
+    trainer.model.double()  # the parameters stay the optimizer's: only their data changes dtype
+    # The model keeps its RoPE tables rounded once to float32; the comparison in float64 needs them exact.
+    cos, sin = rope_tables(torch.arange(cfg.data.seq_len), cfg.model.head_dim, cfg.model.rope_theta, torch.float64)
+    trainer.model.rope_cos.copy_(cos)
+    trainer.model.rope_sin.copy_(sin)
+    batch = _fixed_batch(trainer, cfg.micro_batch * cfg.grad_accum)
+    # One epoch is one step: every step sees the whole fixed batch, split into micro-batches in a fresh order.
+    trainer.train_windows = batch
+    trainer.state.cursor = DataCursor(len(batch), cfg.micro_batch, cfg.seed)
+    start = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+    steps = 4
+    ref = training_reference(start, cfg.model, cfg.optim, torch.from_numpy(batch), steps)
+    tol = tolerance("TRAIN-012", "float64")
+    params = dict(trainer.model.named_parameters())
+    for k, want in enumerate(ref):
+        got = trainer.train_step()
+        assert got.lr == pytest.approx(want.lr, rel=tol), f"step {k}: lr"
+        assert got.loss == pytest.approx(want.loss, rel=tol), f"step {k}: loss"
+        assert got.grad_norm == pytest.approx(want.grad_norm, rel=tol), f"step {k}: grad norm before clipping"
+        assert want.grad_norm > cfg.optim.grad_clip, "the step must clip"
+        assert all(p.grad is None for p in params.values()), f"step {k}: gradients left after the step"
+        for name, p in params.items():
+            assert rel_err(p, want.weights[name]) <= tol, f"step {k}: {name}"
+            state = trainer.state.optimizer.state[p]
+            assert rel_err(state["exp_avg"], want.exp_avg[name]) <= tol, f"step {k}: first moment of {name}"
+            assert rel_err(state["exp_avg_sq"], want.exp_avg_sq[name]) <= tol, f"step {k}: second moment of {name}"
