@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import TypeVar
 
 from albor.verify.collect import collect
-from albor.verify.contracts import CONTRACTS_DIR, ROOT, load_contract
+from albor.verify.contracts import CONTRACTS_DIR, ROOT, load_contract, single_source
 from albor.verify.faults import faults_of, stray_patches
 from albor.verify.faults import problems as fault_problems
 from albor.verify.gaps import Gap, load_gap
 from albor.verify.junit import cases_of, falsifier_status, load_results
 from albor.verify.layout import GAPS_DIR
-from albor.verify.schema import Contract
+from albor.verify.schema import Contract, Declared
 
 
 @dataclass
@@ -71,6 +71,8 @@ def check(results: list[Path] | None = None) -> Report:
                 _import(target)
             except Exception as e:  # any import failure is a break to report, whatever its type
                 report.add(path, f"implementation/kernels: cannot import {target}: {type(e).__name__}: {e}")
+        for name, d in c.declares.items():
+            _check_declared(report, path, name, d)
         for ob in c.obligations:
             known_claims.add(ob.id)
             for f in ob.falsifiers:
@@ -101,6 +103,22 @@ def check(results: list[Path] | None = None) -> Report:
         "faults": sum(len(g.faults) for g in gaps.values()),
     }
     return report
+
+
+def _same(a: object, b: object) -> bool:
+    """Equal as JSON would have them (a tuple and a list of the same items are the same value)."""
+    norm = lambda x: list(x) if isinstance(x, tuple) else x  # noqa: E731
+    return norm(a) == norm(b)
+
+
+def _check_declared(report: Report, path: Path, name: str, d: Declared) -> None:
+    try:
+        actual = single_source(d.source)
+    except Exception as e:  # an unresolvable source is a break to report, whatever its type
+        report.add(path, f"declares[{name}]: cannot resolve {d.source}: {type(e).__name__}: {e}")
+        return
+    if not _same(actual, d.value):
+        report.add(path, f"declares[{name}]: the contract says {d.value!r}, its single source {d.source} is {actual!r}")
 
 
 def _stem(module: str) -> str:
