@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +14,12 @@ from hypothesis import strategies as st
 from albor.data import load_manifest, load_windows, prepare
 from albor.data.config import DataConfig
 from albor.data.corpus import corpus_dir, read_corpus
-from albor.data.fim import fim_invert, parts_from_ids
+from albor.data.fim import SENTINELS, fim_invert, parts_from_ids
 from albor.data.packing import MANIFEST, document_order, pack, pack_windows, tokenize_documents
 from albor.data.synthetic import TRICKY, clean_repos, tiny_tokenizer, write_repos
-from albor.data.tokenizer import EOS, decode, load_tokenizer, save_tokenizer
+from albor.data.tokenizer import EOS, N_SPECIAL, decode, load_tokenizer, save_tokenizer
+from albor.data.split import STDLIB_REPO
+from falsification.corpora import SPECIAL_TEXT, parquet_source, stdlib_sample
 
 OPTIONS = dict(shard_tokens=1024, val_fraction=0.2)
 
@@ -131,3 +134,30 @@ def test_prepare_reuses_cache(built: tuple[Path, DataConfig], tmp_path: Path) ->
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == stamp
     prepare(cfg.source, out, 300, 15, seed=3, fim_rate=0.25, **OPTIONS)
     assert load_manifest(out).fim_rate == 0.25
+
+
+@pytest.fixture(scope="module")
+def real_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Real standard-library modules, and a repository file holding the special tokens' text, as Parquet."""
+    files = {(STDLIB_REPO, p): text for p, text in stdlib_sample().items() if not p.startswith("concurrent/")}
+    files[("acme/tokens", "tokens.py")] = SPECIAL_TEXT
+    return parquet_source(tmp_path_factory.mktemp("real") / "part-0.parquet", files)
+
+
+@pytest.mark.claim("PACK-007")
+@pytest.mark.parametrize("fim_rate", [0.0, 0.5])
+def test_real_source_packs_to_its_text(real_source: Path, tmp_path: Path, fim_rate: float) -> None:
+    out = prepare(real_source, tmp_path / "data", 300, 63, fim_rate=fim_rate, val_fraction=0.2, shard_tokens=4096)
+    tok = load_tokenizer(out / "tokenizer.json")
+    for split in ("train", "val"):
+        docs = read_corpus(out, split)
+        assert docs, f"the {split} split is empty"
+        ids = load_windows(out, split).reshape(-1).tolist()
+        special = {t for t in ids if t < N_SPECIAL}
+        assert special <= ({EOS} if fim_rate == 0 else {EOS, *SENTINELS}), f"special ids {special} in {split}"
+        ends = [i for i, t in enumerate(ids) if t == EOS]
+        assert len(ends) >= len(docs) - 1, "one EOS after every document that fits the windows"
+        # Every document that lies whole between two EOS in the windows decodes back to a corpus document.
+        texts = [fim_invert(parts_from_ids(ids[a + 1 : b], lambda r: decode(tok, r))) for a, b in pairwise(ends)]
+        assert set(texts) <= set(docs) and len(texts) >= len(docs) - 3
+    assert SPECIAL_TEXT in read_corpus(out, "train") + read_corpus(out, "val")
