@@ -17,6 +17,7 @@ import yaml
 from torch._dynamo.eval_frame import _debug_get_cache_entry_list
 
 from albor import checkpoint as ckpt
+from albor.data import load_windows
 from albor.data.cursor import DataCursor
 from albor.data.fim import SENTINELS
 from albor.model import Decoder
@@ -62,8 +63,13 @@ def _uninterrupted(cfg: TrainConfig) -> Path:
     return trainer.run_dir
 
 
+def _samples(run_dir: Path) -> list[tuple[int, str]]:
+    return [(m["step"], m["text"]) for m in _metrics(run_dir) if m["kind"] == "sample"]
+
+
 def _assert_same_run(a: Path, b: Path) -> None:
     assert _losses(a) == _losses(b), "per-step loss or lr trajectory differs"
+    assert _samples(a) == _samples(b), "the completions sampled at evaluation differ"
     wa, wb = _weights(a), _weights(b)
     assert wa.keys() == wb.keys()
     for name in wa:
@@ -112,6 +118,18 @@ def test_sigkill_then_resume_is_bitwise_identical(small_data: Path, tmp_path: Pa
 def test_schedule_longer_than_data_refused(small_data: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"optim\.max_steps=100000 .*ALB-129"):
         Trainer(small_config(small_data, tmp_path, **{"optim.max_steps": 100_000}))
+    # At the edge. The cursor runs on across epochs, so the data holds epochs × (whole batches of an epoch) batches,
+    # grad_accum to a step; 3 does not divide the 10 batches of an epoch here, so steps straddle epochs.
+    over = {"micro_batch": 128, "grad_accum": 3, "epochs": 3}
+    per_epoch = len(load_windows(small_data, "train")) // 128
+    assert per_epoch % 3, "3 must not divide the batches of an epoch, so that steps straddle epochs"
+    batches = per_epoch * 3
+    fit = batches // 3
+    with pytest.raises(ValueError, match=rf"optim\.max_steps={fit + 1} "):
+        Trainer(small_config(small_data, tmp_path / "over", **over, **{"optim.max_steps": fit + 1}))
+    trainer = Trainer(small_config(small_data, tmp_path / "edge", **over, **{"optim.max_steps": fit}))
+    trainer.fit()
+    assert trainer.state.step == fit and trainer.state.cursor.step == batches, "trained to the last batch of the last epoch"
 
 
 @pytest.mark.claim("TRAIN-004")
@@ -300,3 +318,23 @@ def test_step_matches_float64_reference(small_data: Path, tmp_path: Path, tied: 
             state = trainer.state.optimizer.state[p]
             assert rel_err(state["exp_avg"], want.exp_avg[name]) <= tol, f"step {k}: first moment of {name}"
             assert rel_err(state["exp_avg_sq"], want.exp_avg_sq[name]) <= tol, f"step {k}: second moment of {name}"
+
+
+def _draws() -> tuple[float, float, list[float]]:
+    """The next number of every RNG the run has: python's, numpy's and torch's."""
+    return random.random(), float(np.random.random()), torch.rand(3).tolist()
+
+
+@pytest.mark.claim("TRAIN-013")
+def test_resumed_run_draws_the_same_random_numbers(small_data: Path, tmp_path: Path) -> None:
+    ref = _uninterrupted(small_config(small_data, tmp_path / "ref"))
+    assert len(_samples(ref)) == 2 and len(set(_samples(ref))) == 2, "evaluations at steps 4 and 8 sample text"
+    cfg = small_config(small_data, tmp_path / "cut")
+    first = Trainer(cfg)
+    first.fit_steps(6)  # the checkpoint of step 6 comes after the sample of step 4 drew from the RNG
+    assert ckpt.list_checkpoints(first.checkpoints.root)[-1].name == ckpt.step_dir_name(6)
+    expected = _draws()
+    Trainer(cfg, resume=True)
+    assert _draws() == expected, "after resume the RNGs do not draw what the checkpointed run would have"
+    Trainer(cfg, resume=True).fit()
+    _assert_same_run(ref, first.run_dir)
