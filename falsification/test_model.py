@@ -231,7 +231,9 @@ def test_declared_values_reach_the_decoder(preset: str, change: str) -> None:
     torch.manual_seed(0)
     model = Decoder(cfg)
     hd, positions = cfg.head_dim, torch.arange(cfg.max_seq_len, dtype=torch.float64)
-    angles = positions[:, None] * torch.tensor([cfg.rope_theta ** (-2 * i / hd) for i in range(hd // 2)], dtype=torch.float64)
+    angles = positions[:, None] * torch.tensor(
+        [cfg.rope_theta ** (-2 * i / hd) for i in range(hd // 2)], dtype=torch.float64
+    )
     for table, want in ((model.rope_cos, angles.cos()), (model.rope_sin, angles.sin())):
         assert table.shape == want.shape, "the RoPE tables hold every position of the context"
         assert (table.double() - want).abs().max().item() <= tolerance("MODEL-010", "tables"), "RoPE angles"

@@ -16,9 +16,9 @@ from albor.data.config import DataConfig
 from albor.data.corpus import corpus_dir, read_corpus
 from albor.data.fim import SENTINELS, fim_invert, parts_from_ids
 from albor.data.packing import MANIFEST, document_order, pack, pack_windows, tokenize_documents
+from albor.data.split import STDLIB_REPO
 from albor.data.synthetic import TRICKY, clean_repos, tiny_tokenizer, write_repos
 from albor.data.tokenizer import EOS, N_SPECIAL, decode, load_tokenizer, save_tokenizer
-from albor.data.split import STDLIB_REPO
 from falsification.corpora import SPECIAL_TEXT, parquet_source, stdlib_sample
 
 OPTIONS = dict(shard_tokens=1024, val_fraction=0.2)

@@ -85,8 +85,10 @@ def test_position_zero_identity_and_rotation(device: torch.device) -> None:
 def test_tables_are_the_declared_angles(base: float, half: int, start: int) -> None:
     hd, positions = 2 * half, [start, start + 1, start + 2, start + 997]
     tol = tolerance("ROPE-005", torch.float64)
-    for b, tables in ((base, rope_tables(torch.tensor(positions), hd, base, torch.float64)),
-                      (declared("rope", "base"), rope_tables(torch.tensor(positions), hd, dtype=torch.float64))):  # fmt: skip
+    at = torch.tensor(positions)
+    given_base = (base, rope_tables(at, hd, base, torch.float64))
+    default_base = (declared("rope", "base"), rope_tables(at, hd, dtype=torch.float64))
+    for b, tables in (given_base, default_base):
         angles = [[m * b ** (-2 * i / hd) for i in range(half)] for m in positions]
         for table, f in zip(tables, (math.cos, math.sin), strict=True):
             want = torch.tensor([[f(a) for a in row] for row in angles], dtype=torch.float64)

@@ -129,7 +129,9 @@ def test_schedule_longer_than_data_refused(small_data: Path, tmp_path: Path) -> 
         Trainer(small_config(small_data, tmp_path / "over", **over, **{"optim.max_steps": fit + 1}))
     trainer = Trainer(small_config(small_data, tmp_path / "edge", **over, **{"optim.max_steps": fit}))
     trainer.fit()
-    assert trainer.state.step == fit and trainer.state.cursor.step == batches, "trained to the last batch of the last epoch"
+    assert trainer.state.step == fit and trainer.state.cursor.step == batches, (
+        "trained to the last batch of the last epoch"
+    )
 
 
 @pytest.mark.claim("TRAIN-004")

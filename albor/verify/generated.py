@@ -342,13 +342,25 @@ def load_runs(directory: Path = GENERATED_RESULTS) -> dict[str, dict[str, Any]]:
     return {p.stem: json.loads(p.read_text()) for p in sorted(directory.glob("*.json"))}
 
 
+def is_stale(run: dict[str, Any], contracts: dict[str, Contract]) -> bool:
+    """Whether the contract's sources changed since the run (or the contract is gone)."""
+    contract = contracts.get(run["component"])
+    if contract is None:
+        return True
+    now = {f: sha256(ROOT / f) for f in contract.source_files() if (ROOT / f).is_file()}
+    return now != run["sources"]
+
+
 def overall(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Per-contract scores and the score over all contracts (killed over killed and survived)."""
-    per = {c: {k: run[k] for k in ("killed", "survived", "equivalent", "not-runnable", "error", "total", "score")}
-           for c, run in runs.items()}  # fmt: skip
+    """Per-contract counts, scores, dates and staleness, and the score over all contracts (killed over killed
+    and survived)."""
+    contracts = load_contracts()
+    keys = ("killed", "survived", "equivalent", "not-runnable", "error", "total", "score", "date", "commit", "card")
+    per = {c: {k: run[k] for k in keys} | {"stale": is_stale(run, contracts)} for c, run in runs.items()}
     killed = sum(v["killed"] for v in per.values())
     ran = killed + sum(v["survived"] for v in per.values())
-    return {"contracts": per, "killed": killed, "ran": ran, "score": killed / ran if ran else None}
+    missing = sorted(set(contracts) - set(runs))
+    return {"contracts": per, "killed": killed, "ran": ran, "score": killed / ran if ran else None, "missing": missing}
 
 
 def sample_ids(run: dict[str, Any], n: int) -> list[dict[str, Any]]:

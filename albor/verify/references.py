@@ -128,6 +128,8 @@ def training_reference(
         lr = lr_reference(step, optim.lr, optim.min_lr, optim.warmup_steps, optim.max_steps)
         for k, g in grads.items():
             decay = optim.weight_decay if w[k].ndim >= 2 else 0.0
-            w[k], m[k], s[k] = adamw_reference(w[k], g * factor, m[k], s[k], step + 1, lr, optim.betas, optim.eps, decay)
+            w[k], m[k], s[k] = adamw_reference(
+                w[k], g * factor, m[k], s[k], step + 1, lr, optim.betas, optim.eps, decay
+            )
         out.append(ReferenceStep(float(loss.detach()), norm, lr, dict(w), dict(m), dict(s)))
     return out
