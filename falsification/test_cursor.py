@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from albor.data.cursor import DataCursor
-from albor.verify.contracts import tolerance
+from albor.verify.contracts import declared, tolerance
 
 
 def _reference_epoch(n: int, seed: int, epoch: int) -> np.ndarray:
@@ -124,13 +125,67 @@ def test_order_mixes_shards() -> None:
 @pytest.mark.claim("CUR-007")
 @pytest.mark.parametrize(
     ("field", "other"),
-    [("seed", dict(seed=2)), ("world_size", dict(world=4)), ("n_windows", dict(n=99)), ("batch_size", dict(batch=5))],
+    [
+        ("seed", dict(seed=2)),
+        ("world_size", dict(world=4)),
+        ("n_windows", dict(n=99)),
+        ("batch_size", dict(batch=5)),
+        ("rank", dict(rank=1)),
+    ],
 )
 def test_foreign_state_refused(field: str, other: dict[str, int]) -> None:
     args = dict(n=100, batch=4, seed=1, rank=0, world=2) | other
     saved = DataCursor(100, 4, 1, 0, 2)
     saved.next_batch()
     cursor = DataCursor(args["n"], args["batch"], args["seed"], args["rank"], args["world"])
-    with pytest.raises(ValueError, match=field):
+    mine, theirs = cursor.state_dict()[field], saved.state_dict()[field]
+    message = (
+        f"cursor state was saved with {field}={theirs!r}, this cursor has {field}={mine!r}; "
+        "resuming would change which windows each step sees"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         cursor.load_state_dict(saved.state_dict())
     assert cursor.step == 0
+
+
+@pytest.mark.claim("CUR-007")
+def test_state_format_is_the_declared_one() -> None:
+    state = DataCursor(10, 2, 3).state_dict()
+    assert state == {
+        "version": declared("cursor", "state_version"),
+        "step": 0,
+        "seed": 3,
+        "n_windows": 10,
+        "batch_size": 2,
+        "rank": 0,
+        "world_size": 1,
+    }
+    for bad in ({**state, "version": state["version"] + 1}, {k: v for k, v in state.items() if k != "version"}):
+        with pytest.raises(ValueError, match="saved with version="):
+            DataCursor(10, 2, 3).load_state_dict(bad)
+    for step in (-1, "3", None, 2.0):
+        with pytest.raises(ValueError, match=f"^cursor state has an invalid step {re.escape(repr(step))}$"):
+            DataCursor(10, 2, 3).load_state_dict({**state, "step": step})
+    edge = DataCursor(10, 2, 3)
+    edge.load_state_dict({**state, "step": 0})  # the first batch of the first epoch is a valid place to resume
+    assert edge.next_batch().tolist() == _reference_epoch(10, 3, 0)[:2].tolist()
+
+
+@pytest.mark.claim("CUR-008")
+def test_layout_edges() -> None:
+    one = DataCursor(6, 3, 0, 1, 2)  # exactly one global batch: accepted, and every epoch is that one batch
+    assert one.batches_per_epoch == 1 and [one.next_batch().tolist() for _ in range(2)] == [
+        _reference_epoch(6, 0, e)[3:6].tolist() for e in range(2)
+    ]
+    assert DataCursor(6, 3, 0).world_size == 1 and DataCursor(6, 3, 0).rank == 0, "alone unless told otherwise"
+    refused = {
+        (5, 3, 0, 1, 2): "5 windows cannot fill one global batch of 3 × 2 ranks; lower the batch size or add data",
+        (6, 0, 0, 0, 1): "batch_size (0) and world_size (1) must be positive",
+        (6, 3, 0, 0, 0): "batch_size (3) and world_size (0) must be positive",
+        (6, -1, 0, 0, 1): "batch_size (-1) and world_size (1) must be positive",
+        (6, 3, 0, 2, 2): "rank 2 is outside world size 2",
+        (6, 3, 0, -1, 2): "rank -1 is outside world size 2",
+    }
+    for args, message in refused.items():
+        with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+            DataCursor(*args)

@@ -18,6 +18,7 @@ from albor.verify.contracts import CONTRACTS_DIR, ROOT, load_contract, single_so
 from albor.verify.faults import faults_of, stray_patches
 from albor.verify.faults import problems as fault_problems
 from albor.verify.gaps import Gap, load_gap
+from albor.verify.generated import EQUIVALENTS_DIR, engine_mutations, load_equivalents
 from albor.verify.junit import cases_of, falsifier_status, load_results
 from albor.verify.layout import GAPS_DIR
 from albor.verify.schema import Contract, Declared
@@ -95,6 +96,7 @@ def check(results: list[Path] | None = None) -> Report:
 
     _check_names(report, contracts, claims)
     _check_gaps(report, contracts, gaps, claims)
+    _check_equivalents(report, contracts)
     report.counts = {
         "contracts": len(contracts),
         "obligations": sum(len(c.obligations) for c in contracts.values()),
@@ -197,6 +199,25 @@ def _check_gaps(
                     report.add(path, f"{where}: the patch changes {outside}, which are not sources of {g.component}")
     for stray in stray_patches(list(gaps.values()), GAPS_DIR):
         report.add(stray, "no gap names this fault")
+
+
+def _check_equivalents(report: Report, contracts: dict[Path, Contract]) -> None:
+    """Each reviewed list of equivalent mutants belongs to a contract and names only mutants the engine makes."""
+    by_component = {c.component: c for c in contracts.values()}
+    for path in sorted(EQUIVALENTS_DIR.glob("*.yaml")):
+        contract = by_component.get(path.stem)
+        if contract is None:
+            report.add(path, f"no contracts/{path.stem}.yaml: a list of equivalent mutants is named after its contract")
+            continue
+        try:
+            listed = load_equivalents(path.stem)
+        except ValueError as e:
+            report.add(path, str(e).removeprefix(f"{path}: "))
+            continue
+        make = engine_mutations()
+        made = {m.id for f in contract.source_files() for m in make(f, (ROOT / f).read_text())}
+        for stale in sorted(set(listed) - made):
+            report.add(path, f"{stale}: the engine no longer makes this mutant (the code changed): review the entry")
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m albor.verify.check") -> int:

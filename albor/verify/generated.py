@@ -32,19 +32,22 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from albor.config import load_yaml
 from albor.hardware import card_name, device_kind
 from albor.io import write_json_atomic
-from albor.verify import engine, mutant_worker
+from albor.verify import mutant_worker
 from albor.verify.contracts import load_contracts
 from albor.verify.faults import copy_tree
 from albor.verify.junit import Outcome, load_results
 from albor.verify.layout import COMMITTED_RESULTS, CONTRACTS_DIR, ROOT
 from albor.verify.schema import Contract
+
+if TYPE_CHECKING:
+    from albor.verify.engine import Mutation
 
 Status = Literal["killed", "survived", "equivalent", "not-runnable", "error"]
 GENERATED_RESULTS = COMMITTED_RESULTS / "generated"
@@ -212,7 +215,7 @@ def _reported(statements: list[tuple[int, int, set[int]]], line: int, end: int) 
     return lines
 
 
-def select(m: engine.Mutation, lines: set[int], p: Probe, tests: list[str]) -> list[str]:
+def select(m: Mutation, lines: set[int], p: Probe, tests: list[str]) -> list[str]:
     """The usable falsifiers that execute the mutant's lines, fastest first."""
     hit = [t for t in tests if p.usable(t) and p.covered.get(t, {}).get(m.file, set()) & lines]
     return sorted(hit, key=lambda t: (p.seconds[t], t))
@@ -240,20 +243,30 @@ def verdict(r: Result, reply: dict[str, Any]) -> Result:
     return r
 
 
-Engine = Callable[[str, str], list[engine.Mutation]]
+Engine = Callable[[str, str], list["Mutation"]]
+
+
+def engine_mutations() -> Engine:
+    """The engine's ``mutations`` (albor.verify.engine), which needs mutmut, a test dependency."""
+    try:
+        from albor.verify import engine
+    except ImportError as e:
+        raise RuntimeError(f"generated mutants need the mutation engine: pip install 'albor[test]' ({e})") from e
+    return engine.mutations
 
 
 def run_contract(
-    contract: Contract, pool: Workers, log: TextIO | None = None, make: Engine = engine.mutations
+    contract: Contract, pool: Workers, log: TextIO | None = None, make: Engine | None = None
 ) -> dict[str, Any]:
     """Probe, generate (with ``make``, the engine), run every mutant of ``contract``; returns the JSON-ready summary."""
+    make = make or engine_mutations()
     p = probe(contract, pool)
     tests = falsifiers_of(contract)
     broken = [t for t in tests if not p.usable(t) and any(o == "failed" for o in _cases(t, p.outcomes))]
     if broken:
         raise RuntimeError(f"{contract.component}: falsifiers fail on the clean tree: {broken}")
     equivalents = load_equivalents(contract.component)
-    jobs: list[tuple[Result, engine.Mutation]] = []
+    jobs: list[tuple[Result, Mutation]] = []
     for file in contract.source_files():
         source = (ROOT / file).read_text()
         statements = statement_lines(source)
@@ -262,7 +275,7 @@ def run_contract(
             r.tests = select(m, _reported(statements, m.line, m.end_line), p, tests)
             jobs.append((r, m))
 
-    def one(job: tuple[Result, engine.Mutation]) -> Result:
+    def one(job: tuple[Result, Mutation]) -> Result:
         r, m = job
         if not r.tests:
             runnable = any(p.usable(t) for t in tests)
@@ -306,8 +319,12 @@ def counts(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _commit() -> str:
-    proc = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False)
-    return proc.stdout.strip() or "unknown"
+    """The checkout's commit, with ``-dirty`` when files differ from it (the run then tested those)."""
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False)
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    return (head.stdout.strip() or "unknown") + ("-dirty" if status.stdout.strip() else "")
 
 
 def sha256(path: Path) -> str:
@@ -373,23 +390,22 @@ def run_sample(components: list[str], per_contract: int, pool: Workers) -> dict[
     """Re-run a deterministic sample of each committed run's killed mutants against the falsifier that killed
     them; a sampled mutant that now survives is a regression of the battery."""
     contracts = load_contracts()
-    jobs: list[tuple[str, dict[str, Any], engine.Mutation]] = []
+    make = engine_mutations()
+    jobs: list[tuple[str, dict[str, Any], Mutation]] = []
     notes: list[str] = []
     for component in components:
         run = load_run(component)
         if run is None:
             notes.append(f"{component}: no committed run")
             continue
-        current = {
-            m.id: m for f in contracts[component].source_files() for m in engine.mutations(f, (ROOT / f).read_text())
-        }
+        current = {m.id: m for f in contracts[component].source_files() for m in make(f, (ROOT / f).read_text())}
         chosen = [m for m in sample_ids(run, len(run["mutants"])) if m["id"] in current][:per_contract]
         gone = len(run["mutants"]) - sum(m["id"] in current for m in run["mutants"])
         if gone:
             notes.append(f"{component}: {gone} mutants of the committed run no longer exist (the source changed)")
         jobs += [(component, m, current[m["id"]]) for m in chosen]
 
-    def one(job: tuple[str, dict[str, Any], engine.Mutation]) -> dict[str, Any]:
+    def one(job: tuple[str, dict[str, Any], Mutation]) -> dict[str, Any]:
         component, committed, m = job
         r = Result(m.id, m.file, m.line, m.function, m.operator, tests=[committed["killed_by"]])
         reply = pool.run({"file": m.file, "source": m.source, "tests": r.tests, "exitfirst": True, "timeout": 600})
