@@ -88,6 +88,8 @@ def test_configured_hparams_used(device: torch.device) -> None:
     model = _model(device, torch.float32)
     opt = build_optimizer(model, CFG)
     assert len(opt.param_groups) == 2
+    # The trainer asks for the fused kernel on CUDA (one launch for every parameter); otherwise the for-loop.
+    assert not opt.defaults["fused"] and build_optimizer(model, CFG, fused=True).defaults["fused"] is True
     for group in opt.param_groups:
         assert group["lr"] == CFG.lr
         assert tuple(group["betas"]) == CFG.betas
