@@ -95,9 +95,9 @@ def test_no_targets_refused(device: torch.device) -> None:
     model = _model(device)
     x = torch.zeros(1, T, dtype=torch.long, device=device)
     y = torch.full((1, T), ops.IGNORE_INDEX, device=device)
-    with pytest.raises(ValueError, match="^the step has no targets to learn from$"):
+    with pytest.raises(ValueError, match=r"^the step has no targets to learn from$"):
         accumulate([(x, y)], _loss_sum(model), list(model.parameters()))
-    with pytest.raises(ValueError, match="^the step has no targets to learn from$"):
+    with pytest.raises(ValueError, match=r"^the step has no targets to learn from$"):
         accumulate([(x, y)], _loss_sum(model), list(model.parameters()), n_targets=0)
     y[0, -1] = 3  # one target, at the last position: the smallest step there is
     loss = accumulate([(x, y)], _loss_sum(model), list(model.parameters()))
