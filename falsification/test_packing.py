@@ -19,6 +19,7 @@ from albor.data.packing import MANIFEST, document_order, pack, pack_windows, tok
 from albor.data.split import STDLIB_REPO
 from albor.data.synthetic import TRICKY, clean_repos, tiny_tokenizer, write_repos
 from albor.data.tokenizer import EOS, N_SPECIAL, decode, load_tokenizer, save_tokenizer
+from albor.verify.contracts import declared
 from falsification.corpora import SPECIAL_TEXT, parquet_source, stdlib_sample
 
 OPTIONS = dict(shard_tokens=1024, val_fraction=0.2)
@@ -70,6 +71,7 @@ def test_shards_match_manifest(built: tuple[Path, DataConfig]) -> None:
     tok = load_tokenizer(out / "tokenizer.json")
     assert manifest.dtype == "uint16" and manifest.seq_len == cfg.seq_len and manifest.seed == cfg.seed
     assert manifest.fim_rate == cfg.fim_rate and manifest.fim_spm_rate == cfg.fim_spm_rate
+    assert manifest.special_tokens == {t: i for i, t in enumerate(declared("tokenizer", "special_tokens"))}
     for split in ("train", "val"):
         windows = load_windows(out, split)
         info = manifest.splits[split]
