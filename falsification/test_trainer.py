@@ -4,10 +4,12 @@ schedule/data check, checkpoint hygiene and the preflight gate, on the real trai
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -309,7 +311,11 @@ def test_step_matches_float64_reference(small_data: Path, tmp_path: Path, tied: 
     tol = tolerance("TRAIN-012", "float64")
     params = dict(trainer.model.named_parameters())
     for k, want in enumerate(ref):
+        start = time.perf_counter()
         got = trainer.train_step()
+        wall = time.perf_counter() - start
+        assert got.step == k + 1 and got.tokens == (k + 1) * batch[:, :-1].size, f"step {k}: step or tokens seen"
+        assert 0 < got.tok_s < math.inf and got.tok_s * wall >= batch[:, :-1].size, "tokens per second of the step"
         assert got.lr == pytest.approx(want.lr, rel=tol), f"step {k}: lr"
         assert got.loss == pytest.approx(want.loss, rel=tol), f"step {k}: loss"
         assert got.grad_norm == pytest.approx(want.grad_norm, rel=tol), f"step {k}: grad norm before clipping"
@@ -340,3 +346,17 @@ def test_resumed_run_draws_the_same_random_numbers(small_data: Path, tmp_path: P
     assert _draws() == expected, "after resume the RNGs do not draw what the checkpointed run would have"
     Trainer(cfg, resume=True).fit()
     _assert_same_run(ref, first.run_dir)
+
+
+@pytest.mark.claim("TRAIN-014")
+def test_bf16_runs_the_step_under_autocast(small_data: Path, tmp_path: Path) -> None:
+    seen: dict[str, set[torch.dtype]] = {}
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        trainer = Trainer(small_config(small_data, tmp_path / precision, precision=precision))
+        dtypes = seen.setdefault(precision, set())
+        trainer.model.blocks[0].ffn.down.register_forward_hook(lambda _m, _i, out, d=dtypes: d.add(out.dtype))
+        losses[precision] = trainer.train_step().loss
+    assert seen == {"fp32": {torch.float32}, "bf16": {torch.bfloat16}}, seen
+    assert losses["bf16"] != losses["fp32"], "the same loss in bf16: nothing ran in bf16"
+    assert abs(losses["bf16"] - losses["fp32"]) <= tolerance("TRAIN-014", "bfloat16") * losses["fp32"]
