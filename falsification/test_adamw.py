@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from albor.config import ModelConfig, OptimConfig
+from albor.config import ModelConfig, OptimConfig, presets
 from albor.model import Decoder
 from albor.optim.adamw import build_optimizer, param_groups
-from albor.verify.contracts import tolerance
+from albor.train.config import load_config
+from albor.verify.contracts import declared, tolerance
 from albor.verify.numerics import rel_err
 from albor.verify.references import adamw_reference
 
@@ -87,6 +88,8 @@ def test_configured_hparams_used(device: torch.device) -> None:
     model = _model(device, torch.float32)
     opt = build_optimizer(model, CFG)
     assert len(opt.param_groups) == 2
+    # The trainer asks for the fused kernel on CUDA (one launch for every parameter); otherwise the for-loop.
+    assert not opt.defaults["fused"] and build_optimizer(model, CFG, fused=True).defaults["fused"] is True
     for group in opt.param_groups:
         assert group["lr"] == CFG.lr
         assert tuple(group["betas"]) == CFG.betas
@@ -94,3 +97,23 @@ def test_configured_hparams_used(device: torch.device) -> None:
         want_wd = CFG.weight_decay if all(_is_matrix(p) for p in group["params"]) else 0.0
         assert all(_is_matrix(p) == (want_wd > 0) for p in group["params"]), "a group mixes matrices and gains"
         assert group["weight_decay"] == want_wd
+
+
+@pytest.mark.claim("ADAMW-005")
+@pytest.mark.parametrize("preset", presets("train"))
+def test_every_preset_builds_its_declared_optimizer(preset: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = load_config(preset)
+    monkeypatch.setattr(torch.nn.init, "normal_", lambda t, *args, **kwargs: t)  # values are not needed
+    with torch.device("meta"):
+        model = Decoder(cfg.model)
+    opt = build_optimizer(model, cfg.optim)
+    named = {id(p): name for name, p in model.named_parameters()}
+    seen = [named[id(p)] for group in opt.param_groups for p in group["params"]]
+    assert sorted(seen) == sorted(named.values()), "each parameter in exactly one group"
+    for group in opt.param_groups:
+        assert (group["lr"], tuple(group["betas"]), group["eps"]) == (cfg.optim.lr, cfg.optim.betas, cfg.optim.eps)
+        for p in group["params"]:
+            want = cfg.optim.weight_decay if p.ndim >= 2 else 0.0
+            assert group["weight_decay"] == want, f"{preset}: {named[id(p)]} decays by {group['weight_decay']}"
+    declared_values = (declared("adamw", "betas"), declared("adamw", "eps"), declared("adamw", "weight_decay"))
+    assert (list(cfg.optim.betas), cfg.optim.eps, cfg.optim.weight_decay) == declared_values, preset

@@ -84,6 +84,16 @@ def test_cached_equals_last_rows(device: torch.device, dtype: torch.dtype, tq: i
     full = ops.attention(q, k, v)
     cached = ops.attention(q[:, :, -tq:].contiguous(), k, v)
     assert rel_err(cached, full[:, :, -tq:]) <= tolerance("ATTN-004", dtype)
+    # Built on the inputs' device, the mask works wherever they are: the meta device has no default to fall back on.
+    meta = [x.to("meta") for x in (q[:, :, -tq:], k, v)]
+    assert ops.attention(*meta).shape == cached.shape
+
+
+@pytest.mark.claim("ATTN-003")
+def test_heads_that_do_not_group_refused() -> None:
+    q, k, v = _qkv(torch.device("cpu"), torch.float32, tq=5, tk=5, h=4, hkv=3, d=6)
+    with pytest.raises(ValueError, match=r"^n_kv_heads \(3\) must divide n_heads \(4\)$"):
+        ops.attention(q, k, v)
 
 
 @pytest.mark.claim("ATTN-005")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from albor.data.cursor import DataCursor
-from albor.verify.contracts import tolerance
+from albor.verify.contracts import declared, tolerance
 
 
 def _reference_epoch(n: int, seed: int, epoch: int) -> np.ndarray:
@@ -137,7 +138,12 @@ def test_foreign_state_refused(field: str, other: dict[str, int]) -> None:
     saved = DataCursor(100, 4, 1, 0, 2)
     saved.next_batch()
     cursor = DataCursor(args["n"], args["batch"], args["seed"], args["rank"], args["world"], args["accum"])
-    with pytest.raises(ValueError, match=field):
+    mine, theirs = cursor.state_dict()[field], saved.state_dict()[field]
+    message = (
+        f"cursor state was saved with {field}={theirs!r}, this cursor has {field}={mine!r}; "
+        "resuming would change which windows each step sees"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         cursor.load_state_dict(saved.state_dict())
     assert cursor.step == 0
 
@@ -176,3 +182,44 @@ def test_a_resume_on_another_world_sees_the_same_windows_per_step(
         c.load_state_dict(state)
     got += _step_windows(second, 8)
     assert got == reference, "a world change must neither skip nor repeat a window"
+
+
+@pytest.mark.claim("CUR-007")
+def test_state_format_is_the_declared_one() -> None:
+    state = DataCursor(10, 2, 3).state_dict()
+    assert state == {"version": declared("cursor", "state_version"), "steps": 0, "seed": 3, "n_windows": 10,
+                     "global_batch": 2}  # fmt: skip
+    for bad in ({**state, "version": state["version"] + 1}, {k: v for k, v in state.items() if k != "version"}):
+        with pytest.raises(ValueError, match="saved with version="):
+            DataCursor(10, 2, 3).load_state_dict(bad)
+    for steps in (-1, "3", None, 2.0):
+        with pytest.raises(ValueError, match=f"^cursor state has an invalid steps {re.escape(repr(steps))}$"):
+            DataCursor(10, 2, 3).load_state_dict({**state, "steps": steps})
+    edge = DataCursor(10, 2, 3)
+    edge.load_state_dict({**state, "steps": 0})  # the first batch of the first epoch is a valid place to resume
+    assert edge.next_batch().tolist() == _reference_epoch(10, 3, 0)[:2].tolist()
+
+
+@pytest.mark.claim("CUR-009")
+def test_layout_edges() -> None:
+    one = DataCursor(6, 3, 0, 1, 2)  # exactly one global batch: accepted, and every epoch is that one batch
+    assert one.batches_per_epoch == 1 and [one.next_batch().tolist() for _ in range(2)] == [
+        _reference_epoch(6, 0, e)[3:6].tolist() for e in range(2)
+    ]
+    alone = DataCursor(6, 3, 0)
+    assert (alone.world_size, alone.rank, alone.grad_accum) == (1, 0, 1), "alone, one micro-batch, unless told"
+    refused = {
+        (5, 3, 0, 1, 2, 1): "5 windows cannot fill one global batch of 3 × 2 ranks × 1 micro-batches; lower the "
+        "batch size or add data",
+        (11, 3, 0, 0, 2, 2): "11 windows cannot fill one global batch of 3 × 2 ranks × 2 micro-batches; lower the "
+        "batch size or add data",
+        (6, 0, 0, 0, 1, 1): "batch_size (0), world_size (1) and grad_accum (1) must be positive",
+        (6, 3, 0, 0, 0, 1): "batch_size (3), world_size (0) and grad_accum (1) must be positive",
+        (6, 3, 0, 0, 1, 0): "batch_size (3), world_size (1) and grad_accum (0) must be positive",
+        (6, -1, 0, 0, 1, 1): "batch_size (-1), world_size (1) and grad_accum (1) must be positive",
+        (6, 3, 0, 2, 2, 1): "rank 2 is outside world size 2",
+        (6, 3, 0, -1, 2, 1): "rank -1 is outside world size 2",
+    }
+    for args, message in refused.items():
+        with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+            DataCursor(*args)

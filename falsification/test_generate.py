@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -217,3 +218,46 @@ def test_complete_cli(tmp_path: Path, tokenizer: Tokenizer, capsys) -> None:
     weights.write_bytes(bytes(data))
     assert complete.main(["--checkpoint", str(ckpt), "x"]) == 2
     assert "model.safetensors" in capsys.readouterr().err
+
+
+def _printable_model(tokenizer: Tokenizer, device: torch.device) -> Decoder:
+    """A model whose greedy text is printable: every token that is a special, a partial UTF-8 character or a
+    control character gets logit 0, below the best of the rest."""
+    model = _model(device=device)
+    bad = [i for i in range(CFG.vocab_size) if i < 7 or not (s := tokenizer.decode([i])).isprintable() or "\ufffd" in s]
+    with torch.no_grad():
+        model.head.weight[bad] = 0
+    return model
+
+
+@pytest.mark.claim("GEN-009")
+def test_edges(device: torch.device, tokenizer: Tokenizer) -> None:
+    model, prompt = _printable_model(tokenizer, device), _ids(5, high=300)
+    n = 12
+    text = tokenizer.decode(list(generate(model, prompt, n, eos_id=None)))
+    assert len(text) >= 6 and text.isprintable(), text
+
+    def streamed(stops: list[str], ids: list[int] = prompt, new: int = n) -> str:
+        return "".join(stream_text(model, tokenizer, ids, new, stops, Sampling(), eos_id=None))
+
+    assert streamed([text[:1]]) == "" and streamed([text[:3]]) == "", "a stop string at index 0"
+    assert streamed([text]) == "", "the whole completion as the stop string: nothing may be emitted before the end"
+    last = next(text[-k:] for k in range(2, len(text)) if text.find(text[-k:]) == len(text) - k)
+    assert streamed([last]) == text[: -len(last)], "a stop string that the last token completes"
+    assert streamed([text + "x"]) == text, "a stop string one character longer than the completion"
+
+    cfg = model.cfg
+    with torch.no_grad():
+        want = int(model(torch.tensor([prompt[:1]], device=device))[0, -1].argmax())
+    assert list(generate(model, prompt[:1], 1, eos_id=None)) == [want], "one-token prompt, one new token"
+    full = _ids(cfg.max_seq_len - 3, seed=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a prompt that fits exactly is not truncated
+        out = list(generate(model, full, 3, eos_id=None))
+    ids = list(full)
+    with torch.no_grad():
+        for _ in range(3):
+            ids.append(int(model(torch.tensor([ids], device=device))[0, -1].argmax()))
+    assert out == ids[len(full) :] and len(ids) == cfg.max_seq_len, "the last position of the context"
+    with pytest.raises(ValueError, match="empty"):
+        list(generate(model, [], 3))

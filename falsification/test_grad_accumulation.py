@@ -95,5 +95,41 @@ def test_no_targets_refused(device: torch.device) -> None:
     model = _model(device)
     x = torch.zeros(1, T, dtype=torch.long, device=device)
     y = torch.full((1, T), ops.IGNORE_INDEX, device=device)
-    with pytest.raises(ValueError, match="no targets"):
+    with pytest.raises(ValueError, match=r"^the step has no targets to learn from$"):
         accumulate([(x, y)], _loss_sum(model), list(model.parameters()))
+    with pytest.raises(ValueError, match=r"^the step has no targets to learn from$"):
+        accumulate([(x, y)], _loss_sum(model), list(model.parameters()), n_targets=0)
+    y[0, -1] = 3  # one target, at the last position: the smallest step there is
+    loss = accumulate([(x, y)], _loss_sum(model), list(model.parameters()))
+    assert rel_err(loss, model(x, y).detach()) <= tolerance("ACCUM-002", torch.float64)
+
+
+class _NoSync:
+    """A stand-in for DDP's ``no_sync``: records, for every loss computed, whether it ran inside one."""
+
+    def __init__(self) -> None:
+        self.inside = False
+        self.seen: list[bool] = []
+
+    def __call__(self) -> _NoSync:
+        return self
+
+    def __enter__(self) -> None:
+        self.inside = True
+
+    def __exit__(self, *exc: object) -> None:
+        self.inside = False
+
+
+@pytest.mark.claim("ACCUM-005")
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_no_sync_on_every_micro_batch_but_the_last(device: torch.device, k: int) -> None:
+    model, batches, no_sync = _model(device), _micro_batches(device)[:k], _NoSync()
+
+    def loss_sum(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        no_sync.seen.append(no_sync.inside)
+        return model(x, y, reduction="sum")
+
+    accumulate(batches, loss_sum, list(model.parameters()), no_sync=no_sync)
+    assert no_sync.seen == [True] * (k - 1) + [False], "the all-reduce must run exactly once, on the last"
+    assert not no_sync.inside

@@ -9,6 +9,7 @@ import pytest
 from albor.config import OptimConfig
 from albor.optim.lr_schedule import lr_at
 from albor.verify.contracts import tolerance
+from albor.verify.references import lr_reference
 
 # Decay spans (max_steps - 1 - warmup_steps) are even, so each has an exact midpoint step.
 CONFIGS = [
@@ -63,3 +64,24 @@ def test_decays_through_midpoint(cfg: OptimConfig) -> None:
     lr = lr_at(mid, cfg)
     assert cfg.min_lr < lr < cfg.lr
     assert abs(lr - (cfg.lr + cfg.min_lr) / 2) <= tolerance("LR-005", "float64") * cfg.lr
+
+
+# The edges: no decay step (warmup ends on the last step), one decay step, no warmup, the shortest runs.
+EDGES = [
+    OptimConfig(lr=1e-3, min_lr=1e-4, warmup_steps=9, max_steps=10),
+    OptimConfig(lr=1e-3, min_lr=1e-4, warmup_steps=8, max_steps=10),
+    OptimConfig(lr=1e-3, min_lr=1e-4, warmup_steps=0, max_steps=1),
+    OptimConfig(lr=1e-3, min_lr=1e-4, warmup_steps=0, max_steps=2),
+    OptimConfig(lr=1e-3, min_lr=1e-4, warmup_steps=1, max_steps=2),
+    OptimConfig(lr=1e-3, min_lr=0.0, warmup_steps=0, max_steps=3),
+]
+
+
+@pytest.mark.claim("LR-006")
+@pytest.mark.parametrize("cfg", EDGES, ids=[f"w{c.warmup_steps}-s{c.max_steps}" for c in EDGES])
+def test_edges_match_the_written_out_schedule(cfg: OptimConfig) -> None:
+    tol = tolerance("LR-006", "float64") * cfg.lr
+    for s in range(cfg.max_steps + 3):
+        want = lr_reference(s, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.max_steps)
+        assert abs(lr_at(s, cfg) - want) <= tol, (s, lr_at(s, cfg), want)
+    assert abs(lr_at(cfg.max_steps - 1, cfg) - cfg.min_lr) <= tol, "the last step is at min_lr"

@@ -10,11 +10,13 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from albor import ops
-from albor.config import ModelConfig, load_model_config
+from albor.config import ModelConfig, load_model_config, presets
 from albor.model import Block, Decoder, KVCache
 from albor.ops.dispatch import Kernels
+from albor.train.config import load_config
 from albor.verify.contracts import tolerance
 from albor.verify.numerics import rel_err
+from albor.verify.references import decoder_logits
 
 TINY = ModelConfig(
     name="model-test", n_layers=2, d_model=12, n_heads=3, n_kv_heads=1, d_ff=10, vocab_size=17, max_seq_len=16
@@ -218,3 +220,53 @@ def test_equals_hugging_face_llama(tied: bool) -> None:
     with torch.no_grad():
         err = rel_err(hf(ids).logits, model(ids))
     assert err <= tolerance("MODEL-010", torch.float32), f"rel err {err:.3g}"
+# Every shipped model, as a model preset and as a train preset builds it (vocabulary and context from its data).
+SHIPPED = {f"model:{n}": load_model_config(n) for n in presets("models")} | {
+    f"train:{n}": load_config(n).model for n in presets("train")
+}
+# Each declared value changed to one no preset uses: a value hard-coded to the preset's cannot pass.
+CHANGES = {
+    "rope_theta": lambda cfg: cfg.rope_theta * 0.37 + 11,
+    "norm_eps": lambda cfg: 0.05,
+    "init_std": lambda cfg: 0.013,
+    "tie_embeddings": lambda cfg: not cfg.tie_embeddings,
+}
+
+
+def _one_layer(cfg: ModelConfig) -> ModelConfig:
+    """The preset's declared values (RoPE base, head dim, context, norm eps, init std, tied head) on one layer of
+    its grouping ratio, with a small vocabulary: what is left sets only the cost."""
+    ratio = cfg.n_heads // cfg.n_kv_heads
+    update = {"n_layers": 1, "n_heads": ratio, "n_kv_heads": 1, "d_model": ratio * cfg.head_dim, "d_ff": 40}
+    return cfg.model_copy(update={**update, "vocab_size": 97})
+
+
+@pytest.mark.claim("MODEL-011")
+@pytest.mark.parametrize("change", ["none", *CHANGES])
+@pytest.mark.parametrize("preset", sorted(SHIPPED))
+def test_declared_values_reach_the_decoder(preset: str, change: str) -> None:
+    kind, name = preset.split(":")
+    if kind == "train":
+        data = load_config(name).data
+        assert (SHIPPED[preset].vocab_size, SHIPPED[preset].max_seq_len) == (data.vocab_size, data.seq_len)
+    cfg = _one_layer(SHIPPED[preset])
+    if change != "none":
+        cfg = cfg.model_copy(update={change: CHANGES[change](cfg)})
+    torch.manual_seed(0)
+    model = Decoder(cfg)
+    hd, positions = cfg.head_dim, torch.arange(cfg.max_seq_len, dtype=torch.float64)
+    angles = positions[:, None] * torch.tensor(
+        [cfg.rope_theta ** (-2 * i / hd) for i in range(hd // 2)], dtype=torch.float64
+    )
+    for table, want in ((model.rope_cos, angles.cos()), (model.rope_sin, angles.sin())):
+        assert table.shape == want.shape, "the RoPE tables hold every position of the context"
+        assert (table.double() - want).abs().max().item() <= tolerance("MODEL-011", "tables"), "RoPE angles"
+    weights = dict(model.named_parameters())
+    assert ("head.weight" in weights) is not cfg.tie_embeddings and weights["embed.weight"].shape[0] == cfg.vocab_size
+    matrices = torch.cat([p.detach().double().flatten() for p in weights.values() if p.ndim == 2])
+    z, n = tolerance("MODEL-007"), matrices.numel()
+    assert abs(matrices.std().item() - cfg.init_std) <= z * cfg.init_std / math.sqrt(2 * n), "init std"
+    model = model.double()
+    idx = _tokens(torch.device("cpu"), (2, 16), cfg.vocab_size)
+    want = decoder_logits(model.state_dict(), cfg, idx)
+    assert rel_err(model(idx), want) <= tolerance("MODEL-011", "logits"), "logits against the written-out decoder"

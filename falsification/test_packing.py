@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +17,16 @@ from hypothesis import strategies as st
 from albor.data import load_manifest, load_windows, prepare
 from albor.data.config import DataConfig
 from albor.data.corpus import corpus_dir, read_corpus
-from albor.data.fim import fim_invert, parts_from_ids
+from albor.data.fim import SENTINELS, fim_invert, parts_from_ids
 from albor.data.packing import MANIFEST, document_order, pack, pack_windows, tokenize_documents
+from albor.data.split import STDLIB_REPO
 from albor.data.synthetic import TRICKY, clean_repos, tiny_tokenizer, write_repos
 from albor.data.tokenizer import EOS, decode, load_tokenizer, save_tokenizer, tokenizer_sha256
 from albor.data.windows import write_npy
 from albor.verify.contracts import tolerance
+from albor.data.tokenizer import EOS, N_SPECIAL, decode, load_tokenizer, save_tokenizer
+from albor.verify.contracts import declared
+from falsification.corpora import SPECIAL_TEXT, parquet_source, stdlib_sample
 
 OPTIONS = dict(shard_tokens=1024, val_fraction=0.2)
 
@@ -72,6 +77,7 @@ def test_shards_match_manifest(built: tuple[Path, DataConfig]) -> None:
     tok = load_tokenizer(out / "tokenizer.json")
     assert manifest.dtype == "uint16" and manifest.seq_len == cfg.seq_len and manifest.seed == cfg.seed
     assert manifest.fim_rate == cfg.fim_rate and manifest.fim_spm_rate == cfg.fim_spm_rate
+    assert manifest.special_tokens == {t: i for i, t in enumerate(declared("tokenizer", "special_tokens"))}
     for split in ("train", "val"):
         store = load_windows(out, split)
         windows = store[:]
@@ -221,3 +227,28 @@ def test_a_ranks_memory_does_not_hold_the_train_split(built: tuple[Path, DataCon
         peaks[label] = int(proc.stdout.strip().splitlines()[-1]) * 1024
     grown = peaks["large"] - peaks["small"]
     assert grown <= tolerance("PACK-009") * 320_000 * 256 * 2, f"peak memory grew by {grown / 2**20:.0f} MiB"
+@pytest.fixture(scope="module")
+def real_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Real standard-library modules, and a repository file holding the special tokens' text, as Parquet."""
+    files = {(STDLIB_REPO, p): text for p, text in stdlib_sample().items() if not p.startswith("concurrent/")}
+    files[("acme/tokens", "tokens.py")] = SPECIAL_TEXT
+    return parquet_source(tmp_path_factory.mktemp("real") / "part-0.parquet", files)
+
+
+@pytest.mark.claim("PACK-010")
+@pytest.mark.parametrize("fim_rate", [0.0, 0.5])
+def test_real_source_packs_to_its_text(real_source: Path, tmp_path: Path, fim_rate: float) -> None:
+    out = prepare(real_source, tmp_path / "data", 300, 63, fim_rate=fim_rate, val_fraction=0.2, shard_tokens=4096)
+    tok = load_tokenizer(out / "tokenizer.json")
+    for split in ("train", "val"):
+        docs = read_corpus(out, split)
+        assert docs, f"the {split} split is empty"
+        ids = load_windows(out, split).reshape(-1).tolist()
+        special = {t for t in ids if t < N_SPECIAL}
+        assert special <= ({EOS} if fim_rate == 0 else {EOS, *SENTINELS}), f"special ids {special} in {split}"
+        ends = [i for i, t in enumerate(ids) if t == EOS]
+        assert len(ends) >= len(docs) - 1, "one EOS after every document that fits the windows"
+        # Every document that lies whole between two EOS in the windows decodes back to a corpus document.
+        texts = [fim_invert(parts_from_ids(ids[a + 1 : b], lambda r: decode(tok, r))) for a, b in pairwise(ends)]
+        assert set(texts) <= set(docs) and len(texts) >= len(docs) - 3
+    assert SPECIAL_TEXT in read_corpus(out, "train") + read_corpus(out, "val")

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from albor import ops
 from albor.ops.rope import rope_tables
-from albor.verify.contracts import tolerance
+from albor.verify.contracts import declared, tolerance
 from albor.verify.numerics import rel_err
 
 if importlib.util.find_spec("triton") is not None:  # without it the kernel tests (marked triton) skip
@@ -75,6 +78,22 @@ def test_position_zero_identity_and_rotation(device: torch.device) -> None:
     assert (rk[:, 0] - k[:, 0]).abs().max().item() <= tol
     assert (rq[:, 1] - q[:, 1]).abs().max().item() > 1e-3, "position 1 must rotate q"
     assert (rk[:, 1] - k[:, 1]).abs().max().item() > 1e-3, "position 1 must rotate k"
+
+
+@pytest.mark.claim("ROPE-005")
+@given(base=st.floats(1.5, 1e6), half=st.integers(1, 48), start=st.integers(0, 100_000))
+def test_tables_are_the_declared_angles(base: float, half: int, start: int) -> None:
+    hd, positions = 2 * half, [start, start + 1, start + 2, start + 997]
+    tol = tolerance("ROPE-005", torch.float64)
+    at = torch.tensor(positions)
+    given_base = (base, rope_tables(at, hd, base, torch.float64))
+    default_base = (declared("rope", "base"), rope_tables(at, hd, dtype=torch.float64))
+    for b, tables in (given_base, default_base):
+        angles = [[m * b ** (-2 * i / hd) for i in range(half)] for m in positions]
+        for table, f in zip(tables, (math.cos, math.sin), strict=True):
+            want = torch.tensor([[f(a) for a in row] for row in angles], dtype=torch.float64)
+            assert table.shape == (len(positions), half)
+            assert (table - want).abs().max().item() <= tol * max(1, start), (b, hd)
 
 
 # The Triton kernel, against the same float64 references.

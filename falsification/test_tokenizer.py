@@ -10,8 +10,15 @@ from hypothesis import strategies as st
 
 from albor.data.synthetic import TRICKY, tiny_tokenizer
 from albor.data.tokenizer import (
+    BOS,
+    EOS,
+    FIM_MIDDLE,
+    FIM_PREFIX,
+    FIM_SUFFIX,
     N_SPECIAL,
+    PAD,
     SPECIAL_TOKENS,
+    UNK,
     PieceEncoder,
     decode,
     encode,
@@ -19,6 +26,7 @@ from albor.data.tokenizer import (
     load_tokenizer,
     save_tokenizer,
 )
+from albor.verify.contracts import declared
 
 # Whitespace-heavy alphabets find indentation bugs faster than the full Unicode range alone.
 CODE_TEXT = st.text(alphabet=" \t\r\n\f\v\u00a0\u3000<>/|_sfimdx=:()'\"#é😀", max_size=80)
@@ -46,9 +54,14 @@ def test_special_token_ids(tmp_path: Path) -> None:
     tok = tiny_tokenizer()
     path = tmp_path / "tokenizer.json"
     save_tokenizer(tok, path)
+    # The declared order (DESIGN.md, contracts/tokenizer.yaml), not the module's own list.
+    specials = declared("tokenizer", "special_tokens")
+    assert N_SPECIAL == len(specials) == 7
     for t in (tok, load_tokenizer(path)):
-        assert [t.token_to_id(s) for s in SPECIAL_TOKENS] == list(range(N_SPECIAL))
-        assert [t.id_to_token(i) for i in range(N_SPECIAL)] == list(SPECIAL_TOKENS)
+        assert [t.token_to_id(s) for s in specials] == list(range(len(specials)))
+        assert [t.id_to_token(i) for i in range(len(specials))] == specials
+    named = (UNK, BOS, EOS, PAD, FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE)
+    assert [specials[i] for i in named] == specials, "each named id is its token's declared position"
 
 
 @pytest.mark.claim("TOK-004")

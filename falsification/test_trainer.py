@@ -4,6 +4,7 @@ schedule/data check, checkpoint hygiene and the preflight gate, on the real trai
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import signal
@@ -12,13 +13,18 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
 from torch._dynamo.eval_frame import _debug_get_cache_entry_list
 
 from albor import checkpoint as ckpt
+from albor.data import load_windows
+from albor.data.cursor import DataCursor
+from albor.data.fim import SENTINELS
 from albor.model import Decoder
+from albor.ops import IGNORE_INDEX, rope_tables
 from albor.optim.lr_schedule import lr_at
 from albor.train import preflight
 from albor.train.config import TrainConfig, build_config
@@ -27,6 +33,7 @@ from albor.verify.contracts import tolerance
 from albor.verify.faults import apply, copy_tree
 from albor.verify.layout import GAPS_DIR, ROOT
 from albor.verify.numerics import rel_err
+from albor.verify.references import training_reference
 
 MAX_STEPS = 8
 
@@ -59,8 +66,13 @@ def _uninterrupted(cfg: TrainConfig) -> Path:
     return trainer.run_dir
 
 
+def _samples(run_dir: Path) -> list[tuple[int, str]]:
+    return [(m["step"], m["text"]) for m in _metrics(run_dir) if m["kind"] == "sample"]
+
+
 def _assert_same_run(a: Path, b: Path) -> None:
     assert _losses(a) == _losses(b), "per-step loss or lr trajectory differs"
+    assert _samples(a) == _samples(b), "the completions sampled at evaluation differ"
     wa, wb = _weights(a), _weights(b)
     assert wa.keys() == wb.keys()
     for name in wa:
@@ -109,6 +121,20 @@ def test_sigkill_then_resume_is_bitwise_identical(small_data: Path, tmp_path: Pa
 def test_schedule_longer_than_data_refused(small_data: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"optim\.max_steps=100000 .*ALB-129"):
         Trainer(small_config(small_data, tmp_path, **{"optim.max_steps": 100_000}))
+    # At the edge. The cursor runs on across epochs, so the data holds epochs × (whole batches of an epoch) batches,
+    # grad_accum to a step; 3 does not divide the 10 batches of an epoch here, so steps straddle epochs.
+    over = {"micro_batch": 128, "grad_accum": 3, "epochs": 3}
+    per_epoch = len(load_windows(small_data, "train")) // 128
+    assert per_epoch % 3, "3 must not divide the batches of an epoch, so that steps straddle epochs"
+    batches = per_epoch * 3
+    fit = batches // 3
+    with pytest.raises(ValueError, match=rf"optim\.max_steps={fit + 1} "):
+        Trainer(small_config(small_data, tmp_path / "over", **over, **{"optim.max_steps": fit + 1}))
+    trainer = Trainer(small_config(small_data, tmp_path / "edge", **over, **{"optim.max_steps": fit}))
+    trainer.fit()
+    assert trainer.state.step == fit and trainer.state.cursor.step == batches, (
+        "trained to the last batch of the last epoch"
+    )
 
 
 @pytest.mark.claim("TRAIN-004")
@@ -438,3 +464,85 @@ def test_the_supervisor_stops_on_a_repeated_failure_or_an_alert(small_data: Path
     else:
         assert stop["reason"] == "a training alert stopped the run (exit 3)" and code == 3
         assert "restart" not in [e["event"] for e in events]
+def _fixed_batch(trainer: Trainer, n: int) -> np.ndarray:
+    """``n`` real windows, FIM sentinels among them, the last target of the first two ignored (int64, so that
+    IGNORE_INDEX fits): the micro-batches of a step then hold different numbers of targets."""
+    windows = trainer.train_windows.astype(np.int64)
+    fim = [i for i, w in enumerate(windows) if np.isin(w, SENTINELS).any()]
+    assert fim, "the small corpus is FIM-transformed at rate 0.5: some window holds a sentinel"
+    rest = [i for i in range(len(windows)) if i not in fim[:1]]
+    batch = windows[[fim[0], *rest[: n - 1]]].copy()
+    batch[:2, -1] = IGNORE_INDEX
+    return batch
+
+
+@pytest.mark.claim("TRAIN-020")
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+def test_step_matches_float64_reference(small_data: Path, tmp_path: Path, tied: bool) -> None:
+    over = {"model.tie_embeddings": tied, "micro_batch": 2, "grad_accum": 2, "optim.grad_clip": 0.05}
+    cfg = small_config(small_data, tmp_path, **over)
+    trainer = Trainer(cfg)
+    trainer.model.double()  # the parameters stay the optimizer's: only their data changes dtype
+    # The model keeps its RoPE tables rounded once to float32; the comparison in float64 needs them exact.
+    cos, sin = rope_tables(torch.arange(cfg.data.seq_len), cfg.model.head_dim, cfg.model.rope_theta, torch.float64)
+    trainer.model.rope_cos.copy_(cos)
+    trainer.model.rope_sin.copy_(sin)
+    batch = _fixed_batch(trainer, cfg.micro_batch * cfg.grad_accum)
+    # One epoch is one step: every step sees the whole fixed batch, split into micro-batches in a fresh order.
+    trainer.train_windows = batch
+    trainer.state.cursor = DataCursor(len(batch), cfg.micro_batch, cfg.seed)
+    start = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+    steps = 4
+    ref = training_reference(start, cfg.model, cfg.optim, torch.from_numpy(batch), steps)
+    tol = tolerance("TRAIN-020", "float64")
+    params = dict(trainer.model.named_parameters())
+    for k, want in enumerate(ref):
+        start = time.perf_counter()
+        got = trainer.train_step()
+        wall = time.perf_counter() - start
+        assert got.step == k + 1 and got.tokens == (k + 1) * batch[:, :-1].size, f"step {k}: step or tokens seen"
+        assert 0 < got.tok_s < math.inf and got.tok_s * wall >= batch[:, :-1].size, "tokens per second of the step"
+        assert got.lr == pytest.approx(want.lr, rel=tol), f"step {k}: lr"
+        assert got.loss == pytest.approx(want.loss, rel=tol), f"step {k}: loss"
+        assert got.grad_norm == pytest.approx(want.grad_norm, rel=tol), f"step {k}: grad norm before clipping"
+        assert want.grad_norm > cfg.optim.grad_clip, "the step must clip"
+        assert all(p.grad is None for p in params.values()), f"step {k}: gradients left after the step"
+        for name, p in params.items():
+            assert rel_err(p, want.weights[name]) <= tol, f"step {k}: {name}"
+            state = trainer.state.optimizer.state[p]
+            assert rel_err(state["exp_avg"], want.exp_avg[name]) <= tol, f"step {k}: first moment of {name}"
+            assert rel_err(state["exp_avg_sq"], want.exp_avg_sq[name]) <= tol, f"step {k}: second moment of {name}"
+
+
+def _draws() -> tuple[float, float, list[float]]:
+    """The next number of every RNG the run has: python's, numpy's and torch's."""
+    return random.random(), float(np.random.random()), torch.rand(3).tolist()
+
+
+@pytest.mark.claim("TRAIN-021")
+def test_resumed_run_draws_the_same_random_numbers(small_data: Path, tmp_path: Path) -> None:
+    ref = _uninterrupted(small_config(small_data, tmp_path / "ref"))
+    assert len(_samples(ref)) == 2 and len(set(_samples(ref))) == 2, "evaluations at steps 4 and 8 sample text"
+    cfg = small_config(small_data, tmp_path / "cut")
+    first = Trainer(cfg)
+    first.fit_steps(6)  # the checkpoint of step 6 comes after the sample of step 4 drew from the RNG
+    assert ckpt.list_checkpoints(first.checkpoints.root)[-1].name == ckpt.step_dir_name(6)
+    expected = _draws()
+    Trainer(cfg, resume=True)
+    assert _draws() == expected, "after resume the RNGs do not draw what the checkpointed run would have"
+    Trainer(cfg, resume=True).fit()
+    _assert_same_run(ref, first.run_dir)
+
+
+@pytest.mark.claim("TRAIN-022")
+def test_bf16_runs_the_step_under_autocast(small_data: Path, tmp_path: Path) -> None:
+    seen: dict[str, set[torch.dtype]] = {}
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        trainer = Trainer(small_config(small_data, tmp_path / precision, precision=precision))
+        dtypes = seen.setdefault(precision, set())
+        trainer.model.blocks[0].ffn.down.register_forward_hook(lambda _m, _i, out, d=dtypes: d.add(out.dtype))
+        losses[precision] = trainer.train_step().loss
+    assert seen == {"fp32": {torch.float32}, "bf16": {torch.bfloat16}}, seen
+    assert losses["bf16"] != losses["fp32"], "the same loss in bf16: nothing ran in bf16"
+    assert abs(losses["bf16"] - losses["fp32"]) <= tolerance("TRAIN-022", "bfloat16") * losses["fp32"]

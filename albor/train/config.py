@@ -51,6 +51,11 @@ class TrainConfig(Strict):
     deterministic: bool = Field(default=False, description="torch.use_deterministic_algorithms (bitwise CUDA resume)")
     eval_every: int = Field(default=100, gt=0, description="steps between val_ppl evaluations")
     eval_windows: int = Field(default=64, gt=0, description="val windows each evaluation reads")
+    eval_sample_tokens: int = Field(
+        default=0,
+        ge=0,
+        description="tokens sampled (temperature 1, from the run's RNG) after each evaluation and logged; 0: none",
+    )
     checkpoint_every: int = Field(default=100, gt=0, description="steps between checkpoints")
     keep_last: int = Field(default=3, gt=0, description="checkpoints kept besides the best")
     alert_loss: float = Field(default=10.0, gt=0, description="stop when the loss exceeds this (after alert_after)")
@@ -119,6 +124,11 @@ class TrainConfig(Strict):
             raise ValueError("async_checkpoint needs parallel: fsdp (its distributed checkpoints are written by DCP)")
         if self.activation_memory_budget < 1 and not self.compile:
             raise ValueError(f"activation_memory_budget={self.activation_memory_budget} needs compile: true")
+        if self.eval_sample_tokens >= self.data.seq_len:
+            raise ValueError(
+                f"eval_sample_tokens={self.eval_sample_tokens} must be below data.seq_len={self.data.seq_len}: "
+                "the sample and the token it starts from share the context"
+            )
         return self
 
     def to_yaml(self) -> str:

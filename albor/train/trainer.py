@@ -26,7 +26,9 @@ from albor.crash import crash_point
 from albor.data import default_data_dir, load_windows, prepare_config
 from albor.data.cursor import DataCursor
 from albor.dcp_checkpoint import PendingSave, begin_save
+from albor.data.tokenizer import EOS, decode, load_tokenizer
 from albor.eval.perplexity import evaluate_perplexity
+from albor.generate import generate
 from albor.hardware import card_name, peak_tflops
 from albor.io import write_json_atomic, write_text_atomic
 from albor.kernels.host_copy import read_scalar
@@ -63,8 +65,9 @@ def pick_device(cfg: TrainConfig) -> torch.device:
 
 
 def steps_available(n_windows: int, cfg: TrainConfig, world: int) -> int:
-    """Optimizer steps the train split supplies over ``cfg.epochs`` (each epoch drops its partial batch)."""
-    return n_windows // (cfg.micro_batch * world) // cfg.grad_accum * cfg.epochs
+    """Optimizer steps the train split supplies over ``cfg.epochs``: each epoch drops its partial global batch,
+    and the cursor runs on across epochs, so a step's micro-batches may straddle two of them (ALB-230)."""
+    return n_windows // (cfg.micro_batch * world) * cfg.epochs // cfg.grad_accum
 
 
 def check_schedule_fits(n_windows: int, cfg: TrainConfig, world: int) -> None:
@@ -225,6 +228,7 @@ class Trainer:
         distributed.barrier(self.dist)
         self.data_dir = Path(d.out) if d.out is not None else default_data_dir(d)
         self.tokenizer_path = self.data_dir / "tokenizer.json"
+        self.tokenizer = load_tokenizer(self.tokenizer_path)
         self.train_windows = load_windows(self.data_dir, "train")
         self.val_windows = load_windows(self.data_dir, "val")
         check_schedule_fits(len(self.train_windows), self.cfg, self.dist.world)
@@ -380,14 +384,27 @@ class Trainer:
             raise TrainingAlert(f"step {m.step}: {reason}; stopped with a final checkpoint at {path}")
 
     def evaluate(self) -> float:
-        """val_ppl over the first ``eval_windows`` val windows (the same code as ``albor eval perplexity``)."""
+        """val_ppl over the first ``eval_windows`` val windows (the same code as ``albor eval perplexity``), then
+        a sampled completion when ``eval_sample_tokens`` asks for one."""
         res = evaluate_perplexity(
             self.model, self.val_windows, self.cfg.micro_batch, self.device, self.cfg.eval_windows, self.bf16
         )
         if self.dist.main:
             record = {"kind": "eval", "step": self.state.step, "val_loss": res.loss, "val_ppl": res.ppl}
             self.log.write(record | {"tokens": res.tokens})
+            if self.cfg.eval_sample_tokens:
+                self.log.write({"kind": "sample", "step": self.state.step, "text": self.sample()})
         return res.loss
+
+    def sample(self) -> str:
+        """A completion of ``eval_sample_tokens`` tokens from a document start, at temperature 1.
+
+        Its seed is drawn from the run's torch RNG, so a resumed run samples what the uninterrupted one
+        would only if the checkpoint gave that RNG back.
+        """
+        seed = int(torch.randint(0, 2**62, (1,)))
+        ids = generate(self.model, [EOS], self.cfg.eval_sample_tokens, temperature=1.0, seed=seed, eos_id=None)
+        return decode(self.tokenizer, list(ids))
 
     def _begin(self) -> None:
         if self._bar is not None:

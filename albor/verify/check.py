@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import TypeVar
 
 from albor.verify.collect import collect
-from albor.verify.contracts import CONTRACTS_DIR, ROOT, load_contract
+from albor.verify.contracts import CONTRACTS_DIR, ROOT, load_contract, single_source
 from albor.verify.faults import faults_of, stray_patches
 from albor.verify.faults import problems as fault_problems
 from albor.verify.gaps import Gap, load_gap
+from albor.verify.generated import EQUIVALENTS_DIR, engine_mutations, load_equivalents
 from albor.verify.junit import cases_of, falsifier_status, load_results
 from albor.verify.layout import GAPS_DIR
-from albor.verify.schema import Contract
+from albor.verify.schema import Contract, Declared
 
 
 @dataclass
@@ -71,6 +72,8 @@ def check(results: list[Path] | None = None) -> Report:
                 _import(target)
             except Exception as e:  # any import failure is a break to report, whatever its type
                 report.add(path, f"implementation/kernels: cannot import {target}: {type(e).__name__}: {e}")
+        for name, d in c.declares.items():
+            _check_declared(report, path, name, d)
         for ob in c.obligations:
             known_claims.add(ob.id)
             for f in ob.falsifiers:
@@ -93,6 +96,7 @@ def check(results: list[Path] | None = None) -> Report:
 
     _check_names(report, contracts, claims)
     _check_gaps(report, contracts, gaps, claims)
+    _check_equivalents(report, contracts)
     report.counts = {
         "contracts": len(contracts),
         "obligations": sum(len(c.obligations) for c in contracts.values()),
@@ -101,6 +105,22 @@ def check(results: list[Path] | None = None) -> Report:
         "faults": sum(len(g.faults) for g in gaps.values()),
     }
     return report
+
+
+def _same(a: object, b: object) -> bool:
+    """Equal as JSON would have them (a tuple and a list of the same items are the same value)."""
+    norm = lambda x: list(x) if isinstance(x, tuple) else x  # noqa: E731
+    return norm(a) == norm(b)
+
+
+def _check_declared(report: Report, path: Path, name: str, d: Declared) -> None:
+    try:
+        actual = single_source(d.source)
+    except Exception as e:  # an unresolvable source is a break to report, whatever its type
+        report.add(path, f"declares[{name}]: cannot resolve {d.source}: {type(e).__name__}: {e}")
+        return
+    if not _same(actual, d.value):
+        report.add(path, f"declares[{name}]: the contract says {d.value!r}, its single source {d.source} is {actual!r}")
 
 
 def _stem(module: str) -> str:
@@ -179,6 +199,25 @@ def _check_gaps(
                     report.add(path, f"{where}: the patch changes {outside}, which are not sources of {g.component}")
     for stray in stray_patches(list(gaps.values()), GAPS_DIR):
         report.add(stray, "no gap names this fault")
+
+
+def _check_equivalents(report: Report, contracts: dict[Path, Contract]) -> None:
+    """Each reviewed list of equivalent mutants belongs to a contract and names only mutants the engine makes."""
+    by_component = {c.component: c for c in contracts.values()}
+    for path in sorted(EQUIVALENTS_DIR.glob("*.yaml")):
+        contract = by_component.get(path.stem)
+        if contract is None:
+            report.add(path, f"no contracts/{path.stem}.yaml: a list of equivalent mutants is named after its contract")
+            continue
+        try:
+            listed = load_equivalents(path.stem)
+        except ValueError as e:
+            report.add(path, str(e).removeprefix(f"{path}: "))
+            continue
+        make = engine_mutations()
+        made = {m.id for f in contract.source_files() for m in make(f, (ROOT / f).read_text())}
+        for stale in sorted(set(listed) - made):
+            report.add(path, f"{stale}: the engine no longer makes this mutant (the code changed): review the entry")
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m albor.verify.check") -> int:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -11,7 +13,16 @@ from albor.config import load_model_file
 from albor.verify.layout import CONTRACTS_DIR, ROOT
 from albor.verify.schema import Contract, Obligation
 
-__all__ = ["CONTRACTS_DIR", "ROOT", "load_contract", "load_contracts", "obligation", "tolerance"]
+__all__ = [
+    "CONTRACTS_DIR",
+    "ROOT",
+    "declared",
+    "load_contract",
+    "load_contracts",
+    "obligation",
+    "single_source",
+    "tolerance",
+]
 
 
 def load_contract(path: Path) -> Contract:
@@ -46,3 +57,21 @@ def tolerance(claim: str, dtype: torch.dtype | str = "default") -> float:
     if "default" in tol:
         return tol["default"]
     raise KeyError(f"{claim} states no tolerance for {key!r}; it has {sorted(tol)}")
+
+
+def declared(component: str, name: str) -> Any:
+    """The value contract ``component`` declares as ``name`` (``declares:`` in its YAML)."""
+    return load_contracts()[component].declares[name].value
+
+
+def single_source(source: str) -> Any:
+    """The value at ``module:attribute`` or, for ``module:Model.field`` of a pydantic model, the field's default."""
+    module, _, path = source.partition(":")
+    obj: Any = importlib.import_module(module)
+    parts = path.split(".")
+    for i, part in enumerate(parts):
+        fields = getattr(obj, "model_fields", None)
+        if i == len(parts) - 1 and isinstance(obj, type) and fields is not None and part in fields:
+            return fields[part].get_default(call_default_factory=True)
+        obj = getattr(obj, part)
+    return obj

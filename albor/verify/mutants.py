@@ -20,6 +20,7 @@ from pathlib import Path
 
 from albor.hardware import card_name, device_kind
 from albor.io import write_json_atomic
+from albor.verify import generated
 from albor.verify.battery import LOCAL_RESULTS
 from albor.verify.faults import FaultError, apply, copy_tree, faults_of
 from albor.verify.gaps import Gap, load_gaps
@@ -143,9 +144,35 @@ MUTANTS_JSON = LOCAL_RESULTS / "mutants.json"
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m albor.verify.mutants") -> int:
-    parser = argparse.ArgumentParser(prog=prog, description="run each gap's faults; all must die")
+    parser = argparse.ArgumentParser(
+        prog=prog, description="run each gap's faults (all must die), or with --generated the engine's mutants"
+    )
     parser.add_argument("--json", type=Path, default=MUTANTS_JSON, help="where the summary is written")
+    parser.add_argument(
+        "--generated",
+        action="store_true",
+        help="run the mutation engine's mutants of each named contract's sources (all contracts when none)",
+    )
+    parser.add_argument("components", nargs="*", help="with --generated: the contracts to run")
+    parser.add_argument(
+        "--sample",
+        type=int,
+        metavar="N",
+        help="with --generated: re-run N killed mutants per contract of the committed runs; fail on any that survives",
+    )
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="with --generated: parallel workers")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="with --generated: where runs are written (default falsification/results/generated/; "
+        "a sample goes to falsification/results/local/)",
+    )
     args = parser.parse_args(argv)
+    if args.generated:
+        out = args.out or (LOCAL_RESULTS if args.sample is not None else generated.GENERATED_RESULTS)
+        return generated.main(args.components, args.workers, args.sample, out)
+    if args.components or args.sample is not None:
+        parser.error("components and --sample go with --generated")
     summary = run_mutants(GAPS_DIR)
     write_json_atomic(args.json, summary)
     width = max(len(m["fault"]) for m in summary["mutants"]) if summary["mutants"] else 5

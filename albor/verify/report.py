@@ -12,6 +12,7 @@ from albor.io import write_json_atomic
 from albor.verify.battery import LOCAL_RESULTS, run_battery
 from albor.verify.contracts import load_contracts
 from albor.verify.gaps import load_gaps
+from albor.verify.generated import load_runs, overall
 from albor.verify.junit import falsifier_status, load_results
 from albor.verify.layout import COMMITTED_RESULTS, GAPS_DIR
 from albor.verify.mutants import MUTANTS_JSON, merge_runs, run_mutants
@@ -27,12 +28,12 @@ def grade(score: float, critical_failures: list[str]) -> str:
     return "Stop the Line"
 
 
-def build_report(junit: list[Path], mutants: dict, gaps_dir: Path) -> dict:
-    """Combine battery results and a mutant run into the report.
+def build_report(junit: list[Path], mutants: dict, gaps_dir: Path, generated: dict | None = None) -> dict:
+    """Combine battery results, a mutant run and the committed generated-mutant runs into the report.
 
-    The score is the lowest of the three rates (battery pass rate, obligation coverage, mutant kill
-    rate), so none of them can hide behind the others. A critical failure is a falsifier of a
-    critical gap that failed or did not run, or a surviving mutant of a critical gap.
+    The score is the lowest of the rates (battery pass rate, obligation coverage, registered mutants
+    killed, generated mutants killed), so none of them can hide behind the others. A critical failure
+    is a falsifier of a critical gap that failed or did not run, or a surviving mutant of a critical gap.
     """
     results = load_results(junit)
     counts = {o: sum(v == o for v in results.values()) for o in ("passed", "failed", "skipped")}
@@ -67,7 +68,9 @@ def build_report(junit: list[Path], mutants: dict, gaps_dir: Path) -> dict:
         if m["severity"] == "critical" and m["runnable"] and not m["killed"]:
             critical.append(f"{m['gap']}: mutant {m['fault']} survived")
 
-    score = min(pass_rate, coverage, mutants["kill_rate"])
+    generated = generated or {"contracts": {}, "killed": 0, "ran": 0, "score": None, "missing": []}
+    rates = [pass_rate, coverage, mutants["kill_rate"]]
+    score = min([*rates, generated["score"]] if generated["score"] is not None else rates)
     return {
         "generated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "battery": {"junit": [str(p) for p in junit], "tests": len(results), **counts, "pass_rate": pass_rate},
@@ -75,6 +78,7 @@ def build_report(junit: list[Path], mutants: dict, gaps_dir: Path) -> dict:
         "coverage": coverage,
         "mutants": mutants["mutants"],
         "kill_rate": mutants["kill_rate"],
+        "generated_mutants": generated,
         "score": score,
         "critical_failures": critical,
         "grade": grade(score, critical),
@@ -101,11 +105,14 @@ def main(argv: list[str] | None = None, prog: str = "python -m albor.verify.repo
         mutants = run_mutants(GAPS_DIR)
         write_json_atomic(args.mutants, mutants)
     mutants = merge_runs(mutants, [json.loads(p.read_text()) for p in args.mutants_elsewhere])
-    report = build_report(junit, mutants, GAPS_DIR)
+    report = build_report(junit, mutants, GAPS_DIR, overall(load_runs()))
     write_json_atomic(args.out, report)
+    gen = report["generated_mutants"]
+    generated_text = "none committed" if gen["score"] is None else f"{gen['score']:.1%} of {gen['ran']}"
     print(
         f"grade: {report['grade']}; score {report['score']:.1%} (battery {report['battery']['pass_rate']:.1%}, "
-        f"coverage {report['coverage']:.1%}, mutants killed {report['kill_rate']:.1%}); "
+        f"coverage {report['coverage']:.1%}, registered mutants killed {report['kill_rate']:.1%}, "
+        f"generated mutants killed {generated_text}); "
         f"{len(report['critical_failures'])} critical failure(s); written to {args.out}"
     )
     for line in report["critical_failures"]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -39,6 +39,23 @@ class Obligation(BaseModel):
         return check_node_ids(v)
 
 
+class Declared(BaseModel):
+    """A value the contract states, and the one place in the code it must equal."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    value: Any
+    source: str = Field(description="module:attribute, or module:Model.field for a config field's default")
+    meaning: str = Field(min_length=1)
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str) -> str:
+        if not IMPORT_RE.match(v):
+            raise ValueError(f"{v!r} is not an import path like albor.config:ModelConfig.rope_theta")
+        return v
+
+
 class Contract(BaseModel):
     """What a component promises: its equations and the obligations the battery checks."""
 
@@ -56,6 +73,9 @@ class Contract(BaseModel):
         description="further source files the component owns, beyond the modules of implementation and kernels",
     )
     equations: dict[str, str] = Field(default_factory=dict)
+    declares: dict[str, Declared] = Field(
+        default_factory=dict, description="values the contract states, each checked against its single source"
+    )
     obligations: list[Obligation] = Field(min_length=1)
 
     @field_validator("implementation")

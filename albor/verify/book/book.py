@@ -12,6 +12,7 @@ from albor.verify.book.trace import TraceRow, dangling, trace_rows
 from albor.verify.contracts import load_contracts
 from albor.verify.faults import Fault, faults_of
 from albor.verify.gaps import Gap, load_gaps
+from albor.verify.generated import load_runs as load_generated_runs
 from albor.verify.schema import Contract, Obligation
 
 
@@ -25,6 +26,7 @@ class Book:
     results: list[ResultSet]
     mutants: dict[str, dict[str, Any]]
     mutant_source: str | None
+    generated: dict[str, dict[str, Any]]
     report: dict[str, Any] | None
     runs: list[Run]
     rows: list[TraceRow]
@@ -78,6 +80,7 @@ def load_book(layout: Layout) -> Book:
         results=load_result_sets(layout),
         mutants={m["fault"]: m for m in mutants["mutants"]} if mutants else {},
         mutant_source=mutants["source"] if mutants else None,
+        generated=load_generated_runs(layout.committed_results / "generated"),
         report=load_json(layout.local_results / "report.json"),
         runs=load_runs(layout),
         rows=trace_rows(contracts, gaps),

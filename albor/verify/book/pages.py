@@ -121,6 +121,7 @@ def contract_page(c: Contract, book: Book) -> str:
         out += ["", target(obligation_label(ob.id)), f"### {esc(ob.id)}: {esc(ob.kind)}", "", esc(ob.statement), ""]
         out += [f"Tolerance: {tol}", ""] if tol else []
         out.append(falsifier_table(ob.falsifiers, book.results))
+    out += ["", "## Generated mutants", "", generated_section(c, book)]
     out += ["", "## Gaps guarded by this contract", ""]
     if gaps:
         rows = [
@@ -131,6 +132,43 @@ def contract_page(c: Contract, book: Book) -> str:
     else:
         out.append("No gap has been filed against this contract.")
     return "\n".join(out) + "\n"
+
+
+def generated_score(run: dict[str, Any] | None) -> str:
+    """``87.5 % (140 of 160)``, or why there is no score."""
+    if run is None:
+        return "no committed run"
+    if run["score"] is None:
+        return "not runnable here"
+    ran = run["killed"] + run["survived"]
+    return f"{percent(run['score'])} ({run['killed']} of {ran})"
+
+
+def generated_section(c: Contract, book: Book) -> str:
+    """The committed generated-mutant run of ``c``: its score, then every survivor and equivalent as a diff."""
+    run = book.generated.get(c.component)
+    if run is None:
+        return f"No generated-mutant run is committed yet: `albor mutants --generated {c.component}` makes one."
+    rows = [
+        ("score", generated_score(run)),
+        (
+            "mutants",
+            f"{run['total']}: {run['killed']} killed, {run['survived']} survived, "
+            f"{run['equivalent']} equivalent, {run['not-runnable']} not runnable",
+        ),
+        ("run", f"{esc(run['date'])}, commit {code(run['commit'][:10])}, {esc(run['card'])}"),
+        ("engine", esc(run["engine"])),
+    ]
+    out = [facts(rows)]
+    for status, title in (("survived", "Survivors"), ("equivalent", "Marked equivalent")):
+        found = [m for m in run["mutants"] if m["status"] == status]
+        if not found:
+            continue
+        out += ["", f"### {title}", ""]
+        for m in found:
+            where = f"{code(m['file'])} line {m['line']}, {code(m['function'])}, {esc(m['operator'])}"
+            out += [f"{where}: {esc(m['detail'])}", "", fenced(m["diff"] or "", "diff"), ""]
+    return "\n".join(out).rstrip()
 
 
 def mutants_cell(g: Gap, book: Book) -> str:
@@ -272,6 +310,7 @@ def report_page(book: Book) -> str:
     killed = sum(bool(m.get("killed")) for m in mutants)
     runnable = sum(bool(m.get("runnable", True)) for m in mutants)
     grade = rep["grade"]
+    gen = rep.get("generated_mutants") or {}
     out += [
         f"Generated {esc(when(rep['generated']))} from the battery run in "
         + ", ".join(code(p.rsplit("/", 1)[-1]) for p in bat["junit"])
@@ -285,14 +324,20 @@ def report_page(book: Book) -> str:
         table(
             ["measure", "value", "from"],
             [
-                ["**score**", f"**{percent(rep['score'])}**", "the lowest of the three rates below"],
+                ["**score**", f"**{percent(rep['score'])}**", "the lowest of the rates below"],
                 [
                     "battery pass rate",
                     percent(bat["pass_rate"]),
                     f"{bat['passed']} passed, {bat['failed']} failed, {bat['skipped']} skipped of {bat['tests']}",
                 ],
                 ["obligation coverage", percent(rep["coverage"]), f"{n_ok} of {len(obligations)} obligations passed"],
-                ["mutant kill rate", percent(rep["kill_rate"]), f"{killed} of {runnable} runnable mutants killed"],
+                ["registered faults killed", percent(rep["kill_rate"]), f"{killed} of {runnable} runnable faults"],
+                [
+                    "generated mutants killed",
+                    "—" if gen.get("score") is None else percent(gen["score"]),
+                    f"{gen.get('killed', 0)} of {gen.get('ran', 0)} that ran, over "
+                    f"{len(gen.get('contracts', {}))} committed contract runs",
+                ],
             ],
         ),
         "",
@@ -314,7 +359,14 @@ def report_page(book: Book) -> str:
         for o in obligations
     ]
     out.append(table(["obligation", "component", "kind", "statement", "status"], rows) if rows else "No obligations.")
-    out += ["", "## Mutants", "", "Each gap's fault applied to a copy of the tree, against that gap's falsifiers.", ""]
+    out += ["", "## Generated mutants", "", generated_table(gen, book)]
+    out += [
+        "",
+        "## Registered faults",
+        "",
+        "Each gap's fault applied to a copy of the tree, against that gap's falsifiers.",
+        "",
+    ]
     rows = [
         [
             code(m["fault"]),
@@ -327,6 +379,36 @@ def report_page(book: Book) -> str:
     ]
     out.append(table(["fault", "gap", "severity", "result", "detail"], rows) if rows else "No mutants were run.")
     return "\n".join(out) + "\n"
+
+
+def generated_table(gen: dict[str, Any], book: Book) -> str:
+    """One row per contract: the committed generated-mutant run's counts and score."""
+    per = gen.get("contracts", {})
+    rows = []
+    for name, c in sorted(per.items()):
+        label = ref(contract_label(name), name) if name in book.contracts else esc(name)
+        stale = " (sources changed since)" if c.get("stale") else ""
+        rows.append(
+            [
+                label,
+                str(c["killed"]),
+                str(c["survived"]),
+                str(c["equivalent"]),
+                str(c["not-runnable"]),
+                "—" if c["score"] is None else percent(c["score"]),
+                esc(f"{c['date']}{stale}"),
+            ]
+        )
+    text = (
+        "Mutants the engine made of each contract's sources, each run against that contract's falsifiers "
+        "(`albor mutants --generated`); the survivors are on the contract pages, as diffs."
+    )
+    if not rows:
+        return text + "\n\nNo generated-mutant run is committed yet."
+    headers = ["contract", "killed", "survived", "equivalent", "not runnable", "score", "run"]
+    missing = gen.get("missing") or []
+    note = f"\n\nNo committed run yet for: {', '.join(missing)}." if missing else ""
+    return text + "\n\n" + table(headers, rows) + note
 
 
 def trace_page(book: Book) -> str:

@@ -1,0 +1,179 @@
+"""A mutant worker: runs pytest jobs against its own copy of the tree, each in a fresh fork.
+
+The worker imports the heavy libraries (torch, hypothesis, pyarrow, …) once; every job forks it,
+so a job costs its tests and not the interpreter's start. It imports no ``albor`` module and must
+be started by path (``python …/mutant_worker.py TREE``): each forked child imports the copy's
+``albor``, with the job's mutated file in place.
+
+Jobs arrive as JSON lines on stdin, ``{"file", "source", "tests", "exitfirst", "timeout", "coverage"}``
+(``file`` and ``source`` null for the copy as it is); each reply is one JSON line on stdout with
+pytest's exit status, the JUnit XML, the output's tail, whether it timed out, and with ``coverage``
+the lines of ``albor/`` each test ran, in this process and in every subprocess it started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.metadata
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+
+PRELOAD = (
+    "torch",
+    "numpy",
+    "pytest",
+    "hypothesis",
+    "pyarrow.parquet",
+    "tokenizers",
+    "datasketch",
+    "pydantic",
+    "yaml",
+    "safetensors.torch",
+    "regex",
+    "tqdm",
+    "coverage",
+    "triton",
+)
+WORKER_FAILED = 70  # the child failed before pytest ran: the runner's fault, not the mutant's
+# Started by every Python process of a coverage job (the tree is first on PYTHONPATH).
+SITECUSTOMIZE = "import coverage\n\ncoverage.process_startup()\n"
+
+
+def preload() -> None:
+    """Import the heavy libraries and pytest's plugins, so that no forked child pays for them."""
+    plugins = [ep.value.partition(":")[0] for ep in importlib.metadata.entry_points(group="pytest11")]
+    for name in [*PRELOAD, *plugins]:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+
+
+def _drop_pyc(source: Path) -> None:
+    """Remove the cached bytecode of ``source``: a mutant and the original must never see each other's."""
+    for pyc in (source.parent / "__pycache__").glob(f"{source.stem}.*.pyc"):
+        pyc.unlink(missing_ok=True)
+
+
+def _coverage_rc(tree: Path, data: Path) -> Path:
+    rc = tree / ".mutant-coveragerc"
+    rc.write_text(f"[run]\ndata_file = {data}/cov\nparallel = true\ninclude = {tree}/albor/*\n")
+    return rc
+
+
+def _child(tree: Path, job: dict, work: Path) -> None:
+    """Run the job's tests in this forked process, then exit with pytest's status."""
+    os.setpgid(0, 0)  # a timeout kills the whole group, subprocesses included
+    log = os.open(work / "log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.chdir(tree)
+    sys.path.insert(0, str(tree))
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(tree), os.environ.get("PYTHONPATH", "")])
+    cov = None
+    if job.get("coverage"):
+        import coverage
+
+        rc = _coverage_rc(tree, work / "coverage")
+        (tree / "sitecustomize.py").write_text(SITECUSTOMIZE)
+        os.environ["COVERAGE_PROCESS_START"] = str(rc)
+        cov = coverage.Coverage(config_file=str(rc))
+        cov.start()
+    import pytest
+
+    args = ["-q", "-p", "no:cacheprovider", f"--junitxml={work / 'junit.xml'}", f"--basetemp={work / 'tmp'}"]
+    code = pytest.main([*args, *(["-x"] if job.get("exitfirst") else []), *job["tests"]])
+    if cov is not None:
+        cov.stop()
+        cov.save()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(int(code))
+
+
+def _covered(tree: Path, data: Path) -> dict[str, list[int]]:
+    import coverage
+
+    lines: dict[str, set[int]] = {}
+    for f in sorted(data.glob("cov*")):
+        part = coverage.CoverageData(basename=str(f))
+        part.read()
+        for measured in part.measured_files():
+            rel = Path(measured).resolve().relative_to(tree.resolve()).as_posix()
+            lines.setdefault(rel, set()).update(part.lines(measured) or [])
+    return {f: sorted(v) for f, v in lines.items()}
+
+
+def run_job(tree: Path, job: dict, work: Path) -> dict:
+    """Fork, run the job in the child, wait (killing it at the timeout), and describe what happened."""
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "coverage").mkdir(parents=True)
+    target = tree / job["file"] if job.get("file") else None
+    original = target.read_text() if target is not None else None
+    if target is not None:
+        _drop_pyc(target)
+        target.write_text(job["source"])
+    start = time.monotonic()
+    try:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                _child(tree, job, work)
+            except BaseException:
+                traceback.print_exc()
+                os._exit(WORKER_FAILED)
+        timed_out, status = False, 0
+        deadline = start + job["timeout"]
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                timed_out = True
+                os.killpg(pid, signal.SIGKILL)
+                _, status = os.waitpid(pid, 0)
+                break
+            time.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)  # what the tests left running
+    finally:
+        if target is not None and original is not None:
+            target.write_text(original)
+            _drop_pyc(target)
+        (tree / "sitecustomize.py").unlink(missing_ok=True)
+        shutil.rmtree(tree / ".hypothesis", ignore_errors=True)
+    xml = work / "junit.xml"
+    log = work / "log"
+    return {
+        "code": os.waitstatus_to_exitcode(status),
+        "timed_out": timed_out,
+        "seconds": round(time.monotonic() - start, 3),
+        "junit": xml.read_text() if xml.is_file() else None,
+        "tail": log.read_text(errors="replace")[-2000:] if log.is_file() else "",
+        "covered": _covered(tree, work / "coverage") if job.get("coverage") else None,
+    }
+
+
+def main() -> None:
+    tree = Path(sys.argv[1]).resolve()
+    preload()
+    # Replies go to the real stdout; anything else the worker prints would corrupt them.
+    replies = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    print(json.dumps({"ready": True}), file=replies, flush=True)
+    for line in sys.stdin:
+        job = json.loads(line)
+        try:
+            reply = run_job(tree, job, tree.parent / "work")
+        except Exception:
+            reply = {"error": traceback.format_exc()}
+        print(json.dumps(reply), file=replies, flush=True)
+
+
+if __name__ == "__main__":
+    main()
