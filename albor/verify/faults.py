@@ -89,6 +89,18 @@ def _code(text: str) -> str | None:
         return None
 
 
+def patched_sources(diff: str, files: list[str], root: Path) -> dict[str, str]:
+    """The sources of ``files`` (repository-relative) once ``diff`` is applied to them as they are under ``root``;
+    FaultError says why when it does not apply."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp)
+        for f in files:
+            (tree / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(root / f, tree / f)
+        apply(diff, tree)
+        return {f: (tree / f).read_text() for f in files}
+
+
 def problems(fault: Fault, root: Path) -> list[str]:
     """Why ``fault`` cannot be used on the checkout at ``root``: it is missing, does not apply, or changes no code."""
     if not fault.path.is_file():
@@ -99,18 +111,13 @@ def problems(fault: Fault, root: Path) -> list[str]:
     missing = [f for f in files if not (root / f).is_file()]
     if missing:
         return [f"the patch changes {missing}, which do not exist"]
-    with tempfile.TemporaryDirectory() as tmp:
-        tree = Path(tmp)
-        for f in files:
-            (tree / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(root / f, tree / f)
-        try:
-            apply(fault.diff, tree)
-        except FaultError as e:
-            return [f"the patch no longer applies: {e}"]
-        py = [f for f in files if f.endswith(".py")]
-        broken = [f for f in py if _code((tree / f).read_text()) is None]
-        if broken:
-            return [f"the patched {broken} no longer parse: a fault must be the bug, not a syntax error"]
-        unchanged = [f for f in py if _code((root / f).read_text()) == _code((tree / f).read_text())]
+    try:
+        patched = patched_sources(fault.diff, files, root)
+    except FaultError as e:
+        return [f"the patch no longer applies: {e}"]
+    py = [f for f in files if f.endswith(".py")]
+    broken = [f for f in py if _code(patched[f]) is None]
+    if broken:
+        return [f"the patched {broken} no longer parse: a fault must be the bug, not a syntax error"]
+    unchanged = [f for f in py if _code((root / f).read_text()) == _code(patched[f])]
     return [f"the patch no longer changes the code of {unchanged}"] if unchanged else []

@@ -42,7 +42,7 @@ from albor.io import write_json_atomic
 from albor.verify import mutant_worker
 from albor.verify.contracts import load_contracts
 from albor.verify.faults import copy_tree
-from albor.verify.junit import Outcome, load_results
+from albor.verify.junit import Outcome, outcomes_of
 from albor.verify.layout import COMMITTED_RESULTS, CONTRACTS_DIR, ROOT
 from albor.verify.schema import Contract
 
@@ -108,17 +108,6 @@ class Probe:
         """Ran on this machine and passed: only such a falsifier can kill a mutant."""
         cases = [o for n, o in self.outcomes.items() if n == falsifier or n.startswith(falsifier + "[")]
         return "passed" in cases and "failed" not in cases
-
-
-def _outcomes(junit: str | None) -> dict[str, Outcome]:
-    if not junit:
-        return {}
-    with tempfile.NamedTemporaryFile("w", suffix=".xml", delete=False) as f:
-        f.write(junit)
-    try:
-        return load_results([Path(f.name)])
-    finally:
-        Path(f.name).unlink()
 
 
 class Workers:
@@ -187,7 +176,7 @@ def probe(contract: Contract, pool: Workers) -> Probe:
     covered: dict[str, dict[str, set[int]]] = {}
     with ThreadPoolExecutor(len(pool.procs)) as ex:
         for test, reply in ex.map(one, tests):
-            outcomes |= _outcomes(reply["junit"])
+            outcomes |= outcomes_of(reply["junit"])
             seconds[test] = reply["seconds"]
             covered[test] = {f: set(lines) for f, lines in (reply["covered"] or {}).items()}
     return Probe(outcomes, seconds, covered)
@@ -224,7 +213,7 @@ def select(m: Mutation, lines: set[int], p: Probe, tests: list[str]) -> list[str
 def verdict(r: Result, reply: dict[str, Any]) -> Result:
     """Set ``r``'s status from a worker's reply for a mutant run."""
     r.seconds = reply["seconds"]
-    outcomes = _outcomes(reply["junit"])
+    outcomes = outcomes_of(reply["junit"])
     failed = [n for n, o in outcomes.items() if o == "failed"]
     code = reply["code"]
     if reply["timed_out"]:
@@ -283,9 +272,7 @@ def run_contract(
             r.detail = "no falsifier executes this code" if runnable else "no falsifier runs on this machine"
         else:
             timeout = 3 * sum(p.seconds[t] for t in r.tests) + 120
-            reply = pool.run(
-                {"file": m.file, "source": m.source, "tests": r.tests, "exitfirst": True, "timeout": timeout}
-            )
+            reply = pool.run({"files": {m.file: m.source}, "tests": r.tests, "exitfirst": True, "timeout": timeout})
             verdict(r, reply)
         if r.status == "survived" and r.id in equivalents:
             r.status, r.detail = "equivalent", equivalents[r.id].reason
@@ -408,7 +395,7 @@ def run_sample(components: list[str], per_contract: int, pool: Workers) -> dict[
     def one(job: tuple[str, dict[str, Any], Mutation]) -> dict[str, Any]:
         component, committed, m = job
         r = Result(m.id, m.file, m.line, m.function, m.operator, tests=[committed["killed_by"]])
-        reply = pool.run({"file": m.file, "source": m.source, "tests": r.tests, "exitfirst": True, "timeout": 600})
+        reply = pool.run({"files": {m.file: m.source}, "tests": r.tests, "exitfirst": True, "timeout": 600})
         verdict(r, reply)
         return {"component": component, **asdict(r), "diff": m.diff if r.status != "killed" else None}
 

@@ -25,13 +25,24 @@ def node_id(classname: str, name: str) -> str:
 
 def load_results(paths: Iterable[Path]) -> dict[str, Outcome]:
     """Outcome per test node id, merged over several JUnit files (a failure anywhere wins)."""
-    results: dict[str, Outcome] = {}
-    rank = {"skipped": 0, "passed": 1, "failed": 2}
+    roots = []
     for path in paths:
         try:
-            root = ET.parse(path).getroot()
+            roots.append(ET.parse(path).getroot())
         except (OSError, ET.ParseError) as e:
             raise ValueError(f"{path}: not a readable JUnit XML file: {e}") from e
+    return _merged(roots)
+
+
+def outcomes_of(xml: str | None) -> dict[str, Outcome]:
+    """Outcome per test node id of one JUnit report given as text (none: no outcomes)."""
+    return _merged([ET.fromstring(xml)]) if xml else {}
+
+
+def _merged(roots: list[ET.Element]) -> dict[str, Outcome]:
+    results: dict[str, Outcome] = {}
+    rank = {"skipped": 0, "passed": 1, "failed": 2}
+    for root in roots:
         for case in root.iter("testcase"):
             node = node_id(case.get("classname", ""), case.get("name", ""))
             tags = {child.tag for child in case}

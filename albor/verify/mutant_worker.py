@@ -1,14 +1,15 @@
 """A mutant worker: runs pytest jobs against its own copy of the tree, each in a fresh fork.
 
-The worker imports the heavy libraries (torch, hypothesis, pyarrow, …) once; every job forks it,
-so a job costs its tests and not the interpreter's start. It imports no ``albor`` module and must
-be started by path (``python …/mutant_worker.py TREE``): each forked child imports the copy's
+The worker imports the heavy libraries (torch, hypothesis, pyarrow, …) once; every job forks it, so
+a job costs its tests and not the interpreter's start. It imports no ``albor`` module and must be
+started by path (``python …/mutant_worker.py TREE``): each forked child imports the copy's
 ``albor``, with the job's mutated file in place.
 
-Jobs arrive as JSON lines on stdin, ``{"file", "source", "tests", "exitfirst", "timeout", "coverage"}``
-(``file`` and ``source`` null for the copy as it is); each reply is one JSON line on stdout with
-pytest's exit status, the JUnit XML, the output's tail, whether it timed out, and with ``coverage``
-the lines of ``albor/`` each test ran, in this process and in every subprocess it started.
+Jobs arrive as JSON lines on stdin, ``{"files", "tests", "exitfirst", "timeout", "coverage"}``
+(``files`` maps repository-relative paths to the sources they hold for the job; empty for the copy
+as it is); each reply is one JSON line on stdout with pytest's exit status, the JUnit XML, the
+output's tail, whether it timed out, and with ``coverage`` the lines of ``albor/`` each test ran, in
+this process and in every subprocess it started.
 """
 
 from __future__ import annotations
@@ -113,13 +114,13 @@ def run_job(tree: Path, job: dict, work: Path) -> dict:
     """Fork, run the job in the child, wait (killing it at the timeout), and describe what happened."""
     shutil.rmtree(work, ignore_errors=True)
     (work / "coverage").mkdir(parents=True)
-    target = tree / job["file"] if job.get("file") else None
-    original = target.read_text() if target is not None else None
-    if target is not None:
-        _drop_pyc(target)
-        target.write_text(job["source"])
+    targets = {tree / name: source for name, source in (job.get("files") or {}).items()}
+    originals = {path: path.read_text() for path in targets}
     start = time.monotonic()
     try:
+        for path, source in targets.items():
+            _drop_pyc(path)
+            path.write_text(source)
         pid = os.fork()
         if pid == 0:
             try:
@@ -142,9 +143,9 @@ def run_job(tree: Path, job: dict, work: Path) -> dict:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)  # what the tests left running
     finally:
-        if target is not None and original is not None:
-            target.write_text(original)
-            _drop_pyc(target)
+        for path, original in originals.items():
+            path.write_text(original)
+            _drop_pyc(path)
         (tree / "sitecustomize.py").unlink(missing_ok=True)
         shutil.rmtree(tree / ".hypothesis", ignore_errors=True)
     xml = work / "junit.xml"

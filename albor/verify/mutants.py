@@ -1,9 +1,11 @@
-"""The mutant run: each gap's falsifiers, run against a copy of the tree with the gap's fault applied, must fail.
+"""The mutant run: each gap's falsifiers, run against a copy of the tree with the gap's fault applied,
+must fail.
 
-Every mutant is a patch: the runner copies the checkout to a temporary folder, applies the patch
-there, checks that the copy's ``albor`` is the one Python imports, and runs the falsifiers in a
-subprocess. A fault that no falsifier notices is a surviving mutant. A mutant whose falsifiers all
-need a device this machine lacks is reported as not runnable here, and is left out of the kill rate.
+Every mutant is a patch. The runner starts a few mutant workers (albor.verify.mutant_worker), each
+with its own copy of the checkout and the heavy libraries imported once; for each mutant a worker
+puts the patched files in its copy, runs the falsifiers in a forked process, and puts the files
+back. A fault that no falsifier notices is a surviving mutant. A mutant whose falsifiers all need a
+device this machine lacks is reported as not runnable here, and is left out of the kill rate.
 """
 
 from __future__ import annotations
@@ -11,9 +13,8 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import subprocess
+import re
 import sys
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,10 +23,14 @@ from albor.hardware import card_name, device_kind
 from albor.io import write_json_atomic
 from albor.verify import generated
 from albor.verify.battery import LOCAL_RESULTS
-from albor.verify.faults import FaultError, apply, copy_tree, faults_of
+from albor.verify.faults import FaultError, faults_of, patched_sources
 from albor.verify.gaps import Gap, load_gaps
-from albor.verify.junit import cases_of, load_results
+from albor.verify.generated import Workers
+from albor.verify.generated import workers as worker_pool
+from albor.verify.junit import cases_of, outcomes_of
 from albor.verify.layout import GAPS_DIR, ROOT
+
+MUTANT_TIMEOUT_S = 900.0  # the slowest gap's falsifiers take a few minutes on a loaded 2-core machine
 
 
 @dataclass
@@ -42,56 +47,37 @@ class Mutant:
     detail: str = ""
 
 
-def _imported_from(tree: Path, env: dict[str, str]) -> Path:
-    probe = [sys.executable, "-c", "import albor; print(albor.__file__)"]
-    out = subprocess.run(probe, cwd=tree, env=env, capture_output=True, text=True, check=True).stdout
-    return Path(out.strip()).resolve()
-
-
-def run_in_copy(root: Path, diff: str | None, tests: list[str]) -> tuple[int, dict[str, str], str]:
-    """pytest's exit status, the outcome of every case, and the output's tail, for ``tests`` run against a
-    copy of ``root`` with ``diff`` applied (none: the copy as it is). Raises FaultError when it does not apply."""
-    with tempfile.TemporaryDirectory() as tmp:
-        tree = copy_tree(root, Path(tmp) / "tree")
-        if diff is not None:
-            apply(diff, tree)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree), os.environ.get("PYTHONPATH", "")])}
-        where = _imported_from(tree, env)
-        if not where.is_relative_to(tree.resolve()):
-            raise RuntimeError(f"the copy's albor is not the one imported ({where})")
-        xml = Path(tmp) / "junit.xml"
-        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={xml}", *tests]
-        proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, check=False)
-        outcomes = load_results([xml]) if xml.is_file() else {}
-    return proc.returncode, outcomes, " | ".join((proc.stdout + proc.stderr).strip().splitlines()[-5:])
-
-
-def run_mutant(m: Mutant, root: Path = ROOT, clean: dict[str, str] | None = None) -> Mutant:
-    """Apply ``m`` to a copy of ``root`` and run its falsifiers there; sets ``killed``, ``runnable`` and ``detail``.
+def run_mutant(m: Mutant, pool: Workers, clean: dict[str, str], root: Path = ROOT) -> Mutant:
+    """Run ``m``'s falsifiers on a worker's copy of ``root`` with the patch's files in place; sets ``killed``,
+    ``runnable`` and ``detail``.
 
     ``clean`` holds the outcomes of the same falsifiers on the unpatched tree: a falsifier that does not
     pass there proves nothing against the mutant, so the mutant is an error, not a kill.
     """
-    if clean is not None:
-        broken = sorted(n for f in m.falsifiers for n in cases_of(f, clean) if clean[n] == "failed")
-        if broken:
-            m.detail = f"ERROR: without the fault these falsifiers fail already: {', '.join(broken[:3])}"
-            return m
+    broken = sorted(n for f in m.falsifiers for n in cases_of(f, clean) if clean[n] == "failed")
+    if broken:
+        m.detail = f"ERROR: without the fault these falsifiers fail already: {', '.join(broken[:3])}"
+        return m
     try:
-        code, outcomes, tail = run_in_copy(root, m.diff, m.falsifiers)
+        files = patched_sources(m.diff, re.findall(r"^\+\+\+ b/(\S+)", m.diff, re.M), root)
     except FaultError as e:
         m.detail = f"ERROR: the patch does not apply: {e}"
         return m
+    reply = pool.run({"files": files, "tests": m.falsifiers, "timeout": MUTANT_TIMEOUT_S})
+    outcomes = outcomes_of(reply["junit"])
     failed = sorted(n for n, o in outcomes.items() if o == "failed")
     counts = {o: sum(v == o for v in outcomes.values()) for o in ("passed", "failed", "skipped")}
-    if code == 1 and failed:
+    code = reply["code"]
+    if reply["timed_out"]:  # the falsifiers end on the clean tree: a hang is the mutant's
+        m.killed, m.detail = True, f"killed: the falsifiers did not end within {MUTANT_TIMEOUT_S:.0f} s"
+    elif code == 1 and failed:
         m.killed, m.detail = True, f"killed by {', '.join(failed[:3])}{' …' if len(failed) > 3 else ''}"
     elif code == 0 and counts["passed"] == 0:
         m.runnable, m.detail = False, f"not runnable here: all {counts['skipped']} case(s) skipped"
     elif code == 0:
         m.detail = f"SURVIVED: {counts['passed']} passed, {counts['skipped']} skipped"
     else:
-        m.detail = f"ERROR: pytest exit {code}: {tail}"
+        m.detail = f"ERROR: pytest exit {code}: {' | '.join(reply['tail'].strip().splitlines()[-5:])}"
     return m
 
 
@@ -106,10 +92,12 @@ def mutants_of(gaps: list[Gap], gaps_dir: Path = GAPS_DIR) -> list[Mutant]:
 def run_mutants(gaps_dir: Path = GAPS_DIR, workers: int | None = None) -> dict:
     """Run every mutant; returns the JSON-ready summary."""
     mutants = mutants_of(load_gaps(gaps_dir), gaps_dir)
-    # Every falsifier once on the unpatched copy: only one that passes there can kill a mutant.
-    _, clean, _ = run_in_copy(ROOT, None, sorted({f for m in mutants for f in m.falsifiers}))
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        done = list(pool.map(lambda m: run_mutant(m, ROOT, clean), mutants))
+    with worker_pool(workers or os.cpu_count() or 1, ROOT) as pool:
+        # Every falsifier once on the unpatched copy: only one that passes there can kill a mutant.
+        tests = sorted({f for m in mutants for f in m.falsifiers})
+        clean = outcomes_of(pool.run({"files": {}, "tests": tests, "timeout": MUTANT_TIMEOUT_S * 4})["junit"])
+        with ThreadPoolExecutor(max_workers=len(pool.procs)) as threads:
+            done = list(threads.map(lambda m: run_mutant(m, pool, clean), mutants))
     where = {"device": device_kind(), "card": card_name(), "date": dt.date.today().isoformat()}
     return summarize([asdict(m) | {"ran_on": where} for m in done]) | where
 
