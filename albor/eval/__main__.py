@@ -29,6 +29,7 @@ import torch
 
 from albor.checkpoint import CheckpointError
 from albor.config import load_yaml
+from albor.data.tokenizer import token_byte_lengths
 from albor.eval import humaneval, sandbox
 from albor.eval.perplexity import evaluate_perplexity, val_windows
 from albor.generate import Sampling, default_device, load
@@ -42,7 +43,7 @@ def parse_args(argv: list[str] | None, prog: str = "python -m albor.eval") -> ar
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
 
-    ppl = sub.add_parser("perplexity", help="token-mean CE and val_ppl on the val split")
+    ppl = sub.add_parser("perplexity", help="token-mean CE, val_ppl and bits per byte on the val split")
     ppl.add_argument("--checkpoint", type=Path, required=True, help="checkpoint dir or run dir")
     ppl.add_argument("--batch-size", type=int, help="default: the run's micro_batch")
     ppl.add_argument("--max-windows", type=_count_or_all, help="a count or 'all' (default: the run's eval_windows)")
@@ -92,12 +93,15 @@ def _perplexity(args: argparse.Namespace) -> dict[str, Any]:
     max_windows = {None: run.get("eval_windows"), "all": None}.get(args.max_windows, args.max_windows)
     batch_size = args.batch_size or run.get("micro_batch", 8)
     windows = val_windows(inference.data_dir, inference.path / "tokenizer.json")
-    res = evaluate_perplexity(inference.model, windows, batch_size, device, max_windows, bf16)
+    token_bytes = token_byte_lengths(inference.tokenizer, inference.model_config.vocab_size)
+    res = evaluate_perplexity(inference.model, windows, batch_size, device, max_windows, bf16, token_bytes)
     return {
         "checkpoint": str(inference.path),
         "val_loss": res.loss,
         "val_ppl": res.ppl,
+        "val_bpb": res.bits_per_byte,
         "tokens": res.tokens,
+        "bytes": res.bytes,
         "windows": res.tokens // (windows.shape[1] - 1),
         "batch_size": batch_size,
         "bf16": bf16,
