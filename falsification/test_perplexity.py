@@ -14,9 +14,9 @@ import torch
 from albor.config import ModelConfig
 from albor.data import load_windows, prepare
 from albor.data.synthetic import clean_repos, write_repos
-from albor.data.tokenizer import load_tokenizer, token_byte_lengths
+from albor.data.tokenizer import load_tokenizer
 from albor.eval import __main__ as eval_cli
-from albor.eval.perplexity import evaluate_perplexity
+from albor.eval.perplexity import evaluate_perplexity, token_byte_lengths
 from albor.generate import load
 from albor.model import Decoder
 from albor.train.config import build_config

@@ -11,7 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from albor.config import ModelConfig
-from albor.eval.perplexity import evaluate_perplexity
+from albor.data.synthetic import tiny_tokenizer
+from albor.data.tokenizer import encode
+from albor.eval.perplexity import evaluate_perplexity, token_byte_lengths
 from albor.model import Decoder
 
 CFG = ModelConfig(
@@ -69,3 +71,16 @@ def test_bad_input_named(model: Decoder, shape: tuple[int, ...], kwargs: dict, m
     args = {"batch_size": 2, **kwargs}
     with pytest.raises(ValueError, match=match):
         evaluate_perplexity(model, np.ones(shape, dtype=np.int64), device="cpu", **args)
+
+
+@given(text=st.text(max_size=60))
+def test_byte_lengths_sum_to_the_texts_utf8_bytes(text: str) -> None:
+    tok = tiny_tokenizer()
+    lengths = token_byte_lengths(tok, 310)
+    assert lengths[:7].sum() == 0 and lengths[tok.get_vocab_size() :].sum() == 0
+    assert sum(lengths[i] for i in encode(tok, text)) == len(text.encode())
+
+
+def test_byte_lengths_need_room_for_the_vocabulary() -> None:
+    with pytest.raises(ValueError, match="below the tokenizer's vocabulary of 300"):
+        token_byte_lengths(tiny_tokenizer(), 299)

@@ -15,7 +15,6 @@ from albor.data.tokenizer import (
     encode,
     encode_batch,
     save_tokenizer,
-    token_byte_lengths,
     tokenizer_sha256,
     train_tokenizer,
 )
@@ -34,19 +33,6 @@ def test_trains_to_the_requested_vocab() -> None:
 def test_batch_equals_one_by_one(texts: list[str]) -> None:
     tok = tiny_tokenizer()
     assert encode_batch(tok, texts) == [encode(tok, t) for t in texts]
-
-
-@given(text=st.text(max_size=60))
-def test_byte_lengths_sum_to_the_texts_utf8_bytes(text: str) -> None:
-    tok = tiny_tokenizer()
-    lengths = token_byte_lengths(tok, 310)
-    assert lengths[:7].sum() == 0 and lengths[tok.get_vocab_size() :].sum() == 0
-    assert sum(lengths[i] for i in encode(tok, text)) == len(text.encode())
-
-
-def test_byte_lengths_need_room_for_the_vocabulary() -> None:
-    with pytest.raises(ValueError, match="below the tokenizer's vocabulary of 300"):
-        token_byte_lengths(tiny_tokenizer(), 299)
 
 
 def test_merges_compress_code() -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-import numpy as np
 import regex
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -147,18 +146,6 @@ def encode(tok: Tokenizer, text: str) -> list[int]:
 def decode(tok: Tokenizer, ids: Sequence[int]) -> str:
     """The text of ``ids``, special tokens written out; ``decode(encode(t)) == t`` for every valid string."""
     return tok.decode(list(ids), skip_special_tokens=False)
-
-
-def token_byte_lengths(tok: Tokenizer, size: int) -> np.ndarray:
-    """The UTF-8 bytes of source text each id of ``[0, size)`` stands for: 0 for a special id or an id past
-    the tokenizer's vocabulary, else its token's length, since the ByteLevel alphabet writes each byte as
-    one character. Summed over scored tokens, it gives the bytes a loss in bits per byte divides by."""
-    if size < tok.get_vocab_size():
-        raise ValueError(f"size {size} is below the tokenizer's vocabulary of {tok.get_vocab_size()} ids")
-    lengths = np.zeros(size, dtype=np.int64)
-    for i in range(N_SPECIAL, tok.get_vocab_size()):
-        lengths[i] = len(tok.id_to_token(i))
-    return lengths
 
 
 def build_tokenizer(cfg: DataConfig, out: Path) -> Path:

@@ -32,9 +32,8 @@ import torch
 
 from albor.checkpoint import CheckpointError
 from albor.config import load_yaml
-from albor.data.tokenizer import token_byte_lengths
 from albor.eval import humaneval, infill, sandbox
-from albor.eval.perplexity import evaluate_perplexity, val_windows
+from albor.eval.perplexity import evaluate_perplexity, token_byte_lengths, val_windows
 from albor.generate import Sampling, default_device, load
 
 

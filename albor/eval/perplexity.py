@@ -6,7 +6,7 @@ so the two figures agree by construction: same windows in the same order, same t
 Bits per byte, the tokenizer-independent figure, divides the summed loss in bits by the UTF-8 bytes
 of source text that the scored tokens (the targets, ``windows[:, 1:]``) stand for: special tokens (the
 EOS between documents, FIM sentinels) are scored but stand for no bytes
-(``albor.data.tokenizer.token_byte_lengths``).
+(``token_byte_lengths``).
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tokenizers import Tokenizer
 
 from albor.data.packing import check_same_tokenizer, load_windows
+from albor.data.tokenizer import N_SPECIAL
 from albor.data.windows import Windows
 from albor.model import Decoder
 
@@ -98,6 +100,18 @@ def evaluate_perplexity(
         raise ValueError("the scored tokens stand for no source bytes (only special ids): no bits per byte")
     bpb = total / math.log(2) / n_bytes
     return PerplexityResult(loss=loss, ppl=math.exp(loss), tokens=tokens, bytes=n_bytes, bits_per_byte=bpb)
+
+
+def token_byte_lengths(tok: Tokenizer, size: int) -> np.ndarray:
+    """The UTF-8 bytes of source text each id of ``[0, size)`` stands for: 0 for a special id or an id past
+    the tokenizer's vocabulary, else its token's length, since the ByteLevel alphabet writes each byte as
+    one character. Summed over scored tokens, it gives the bytes a loss in bits per byte divides by."""
+    if size < tok.get_vocab_size():
+        raise ValueError(f"size {size} is below the tokenizer's vocabulary of {tok.get_vocab_size()} ids")
+    lengths = np.zeros(size, dtype=np.int64)
+    for i in range(N_SPECIAL, tok.get_vocab_size()):
+        lengths[i] = len(tok.id_to_token(i))
+    return lengths
 
 
 def val_windows(data_dir: Path, tokenizer: Path) -> Windows:
