@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import gzip
 import itertools
 import json
 import os
@@ -171,9 +172,9 @@ def warm_page_cache(files: Sequence[Path]) -> int:
     return total
 
 
-def split_lists(data_dir: Path, where: dict[tuple[str, str], Path], work: Path) -> dict[str, Any]:
-    """Albor's train and val splits as files of real paths, one a line, and the roots that hold them; a row
-    the harvest cannot place (none is expected) is counted, and left out of the list."""
+def split_lists(data_dir: Path, where: dict[tuple[str, str], Path], work: Path, out_dir: Path) -> dict[str, Any]:
+    """Albor's train and val splits as files of real paths, one a line (in ``work``, gzipped in ``out_dir``),
+    and the roots that hold them; a row the harvest cannot place (none is expected) is counted and left out."""
     meta = json.loads((corpus_dir(data_dir) / CORPUS_JSON).read_text())
     roots: set[Path] = set()
     out: dict[str, Any] = {}
@@ -190,6 +191,8 @@ def split_lists(data_dir: Path, where: dict[tuple[str, str], Path], work: Path) 
                 roots.add(Path(location).parents[len(Path(rel).parts) - 1])
         listing = work / f"{split}-files.txt"
         listing.write_text("".join(f"{p}\n" for p in paths))
+        (out_dir / "lists").mkdir(exist_ok=True)
+        (out_dir / "lists" / f"{split}-files.txt.gz").write_bytes(gzip.compress(listing.read_bytes(), mtime=0))
         out[split] = {"files": len(paths), "unmapped_rows": unmapped, "list": str(listing)}
     out["roots"] = sorted(str(r) for r in roots)
     return out
@@ -508,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         a = results["albor"] = albor_job(job, scale, steps)
         try:  # the peer's side, and the comparison; the chain runs whatever happens here
-            lists = results["lists"] = split_lists(Path(a["data_dir"]), where, job.work)
+            lists = results["lists"] = split_lists(Path(a["data_dir"]), where, job.work, args.out)
             p_ = results["peer"] = peer_job(job, scale, steps, lists, a["data"]["val"]["tokens"])
             results["same_text"] = {
                 "albor_val_files": lists["val"]["files"],
