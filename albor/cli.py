@@ -15,7 +15,7 @@ from collections.abc import Callable
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("albor.train.__main__", "main", "train a model: presets, overrides, resume, preflight"),
     "data": ("albor.data.__main__", "main", "build the corpus, tokenizer and token shards"),
-    "eval": ("albor.eval.__main__", "main", "val perplexity, HumanEval pass@k, the harness self-check"),
+    "eval": ("albor.eval.__main__", "main", "val perplexity and bits/byte, HumanEval pass@k and infill, self-check"),
     "complete": ("albor.complete", "main", "complete code from a checkpoint or a GGUF, streamed to the terminal"),
     "export": ("albor.export.__main__", "main", "a checkpoint as a Hugging Face folder or a GGUF (f16, q8_0, q4_k_m)"),
     "serve": ("albor.serve", "main", "an OpenAI-compatible completions server (and /infill) for a GGUF"),

@@ -14,8 +14,9 @@ import torch
 from albor.config import ModelConfig
 from albor.data import load_windows, prepare
 from albor.data.synthetic import clean_repos, write_repos
+from albor.data.tokenizer import load_tokenizer
 from albor.eval import __main__ as eval_cli
-from albor.eval.perplexity import evaluate_perplexity
+from albor.eval.perplexity import evaluate_perplexity, token_byte_lengths
 from albor.generate import load
 from albor.model import Decoder
 from albor.train.config import build_config
@@ -98,6 +99,7 @@ def test_cli_matches_trainer_eval(small_data: Path, tmp_path: Path, capsys) -> N
     out = json.loads(capsys.readouterr().out)
     assert out["checkpoint"].endswith(f"step-{logged['step']:08d}")
     assert (out["val_loss"], out["val_ppl"], out["tokens"]) == (logged["val_loss"], logged["val_ppl"], logged["tokens"])
+    assert (out["val_bpb"], out["bytes"]) == (logged["val_bpb"], logged["bytes"])
 
     assert (
         eval_cli.main(["perplexity", "--checkpoint", out["checkpoint"], "--max-windows", "all", "--device", "cpu"]) == 0
@@ -144,3 +146,32 @@ def test_eval_refuses_a_data_folder_rebuilt_with_another_tokenizer(small_data: P
     capsys.readouterr()
     assert eval_cli.main(["perplexity", "--checkpoint", str(tmp_path / "ppl"), "--device", "cpu"]) == 2
     assert "is not the tokenizer of the data in" in capsys.readouterr().err
+
+
+@pytest.mark.claim("PPL-007")
+def test_bits_per_byte_against_decoded_bytes(small_data: Path) -> None:
+    tok = load_tokenizer(small_data / "tokenizer.json")
+    windows = load_windows(small_data, "val")[:]
+    seq_len = windows.shape[1] - 1
+    assert np.isin(windows[:, 1:], [2, 4, 5, 6]).any(), "the val targets hold EOS and FIM sentinels"
+    torch.manual_seed(0)
+    cfg = CFG.model_copy(update={"vocab_size": 300, "max_seq_len": seq_len, "init_std": 0.2})
+    model = Decoder(cfg).double()
+    lengths = token_byte_lengths(tok, cfg.vocab_size)
+    # Independent: the targets of each window decoded to text, special tokens left out, in UTF-8 bytes.
+    decoded = sum(len(tok.decode(w[1:].tolist(), skip_special_tokens=True).encode()) for w in windows)
+    tol = tolerance("PPL-007", torch.float64)
+
+    res = evaluate_perplexity(model, windows, 3, "cpu", token_bytes=lengths)
+    w = torch.from_numpy(windows.astype(np.int64))
+    with torch.no_grad():
+        logp = torch.log_softmax(model.hidden(w[:, :-1]) @ model.head_weight.t(), dim=-1)
+    nats = -logp.gather(-1, w[:, 1:, None]).sum().item()
+    assert res.bytes == decoded
+    assert abs(res.bits_per_byte - nats / math.log(2) / decoded) <= tol * res.bits_per_byte
+
+    with torch.no_grad():
+        model.head_weight.zero_()  # every logit 0: each token costs ln V
+    uniform = evaluate_perplexity(model, windows, 4, "cpu", token_bytes=lengths)
+    expected = math.log2(cfg.vocab_size) * uniform.tokens / decoded
+    assert abs(uniform.bits_per_byte - expected) <= tol * expected

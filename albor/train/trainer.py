@@ -27,7 +27,7 @@ from albor.data import default_data_dir, load_windows, prepare_config
 from albor.data.cursor import DataCursor
 from albor.data.tokenizer import EOS, decode, load_tokenizer
 from albor.dcp_checkpoint import PendingSave, begin_save
-from albor.eval.perplexity import evaluate_perplexity
+from albor.eval.perplexity import evaluate_perplexity, token_byte_lengths
 from albor.generate import generate
 from albor.hardware import card_name, peak_tflops
 from albor.io import write_json_atomic, write_text_atomic
@@ -229,6 +229,7 @@ class Trainer:
         self.data_dir = Path(d.out) if d.out is not None else default_data_dir(d)
         self.tokenizer_path = self.data_dir / "tokenizer.json"
         self.tokenizer = load_tokenizer(self.tokenizer_path)
+        self.token_bytes = token_byte_lengths(self.tokenizer, self.cfg.model.vocab_size)
         self.train_windows = load_windows(self.data_dir, "train")
         self.val_windows = load_windows(self.data_dir, "val")
         check_schedule_fits(len(self.train_windows), self.cfg, self.dist.world)
@@ -384,16 +385,24 @@ class Trainer:
             raise TrainingAlert(f"step {m.step}: {reason}; stopped with a final checkpoint at {path}")
 
     def evaluate(self) -> float:
-        """val_ppl over the first ``eval_windows`` val windows (the same code as ``albor eval perplexity``), then
-        a sampled completion when ``eval_sample_tokens`` asks for one."""
+        """val_ppl and bits per byte over the first ``eval_windows`` val windows (the same code as ``albor eval
+        perplexity``), then a sampled completion when ``eval_sample_tokens`` asks for one. The record's ``time``
+        is on the train records' clock (seconds since the loop started), ``unix_time`` the wall clock's."""
         res = evaluate_perplexity(
-            self.model, self.val_windows, self.cfg.micro_batch, self.device, self.cfg.eval_windows, self.bf16
+            self.model,
+            self.val_windows,
+            self.cfg.micro_batch,
+            self.device,
+            self.cfg.eval_windows,
+            self.bf16,
+            self.token_bytes,
         )
         # Every rank samples: a sharded model's forward is a collective, so rank 0 alone would wait forever.
         text = self.sample() if self.cfg.eval_sample_tokens else None
         if self.dist.main:
             record = {"kind": "eval", "step": self.state.step, "val_loss": res.loss, "val_ppl": res.ppl}
-            self.log.write(record | {"tokens": res.tokens})
+            clock = {"time": round(time.perf_counter() - self._start, 3), "unix_time": round(time.time(), 3)}
+            self.log.write(record | {"val_bpb": res.bits_per_byte, "tokens": res.tokens, "bytes": res.bytes} | clock)
             if text is not None:
                 self.log.write({"kind": "sample", "step": self.state.step, "text": text})
         return res.loss

@@ -1,0 +1,125 @@
+"""Falsifiers for the ``infill`` contract (contracts/infill.yaml)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from tokenizers import Tokenizer
+
+from albor.data.tokenizer import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, encode, train_tokenizer
+from albor.eval import __main__ as eval_cli
+from albor.eval import infill, sandbox
+from albor.eval.humaneval import InferenceError, load_problems
+from albor.eval.infill import Task, infill_prompt, load_tasks
+from albor.eval.sandbox import OUTCOMES
+from albor.generate import fim_prompt
+from falsification.test_humaneval import _checkpoint, _model
+
+# sha256 of the 1,033 tasks as infill.task_set_sha256 serialises them (ids, prefixes, middles, suffixes).
+TASK_SET_SHA256 = "b3de1953d6bb73abab87c6f177bff2b334242c5205103c0ee8ce417eb800327f"
+SUBSET = slice(None, None, 250)
+
+# The test model's context is short, so most prompts are cut to fit; that is what INF-004 allows.
+pytestmark = pytest.mark.filterwarnings("ignore:prompt of .* truncated:UserWarning")
+
+
+def _mode() -> str:
+    """The package's own programs: guard mode will do where namespaces cannot be made."""
+    return "namespaces" if sandbox.namespaces_available() else "guard"
+
+
+@pytest.fixture(scope="module")
+def tasks() -> list[Task]:
+    return load_tasks()
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Tokenizer:
+    return train_tokenizer([p.prompt + p.canonical_solution for p in load_problems()], 300)
+
+
+@pytest.mark.claim("INF-001")
+def test_task_set_is_fixed(tasks: list[Task]) -> None:
+    assert len(tasks) == infill.N_TASKS == 1033
+    assert infill.task_set_sha256(tasks) == TASK_SET_SHA256
+    assert infill.task_set_sha256(load_tasks()) == TASK_SET_SHA256
+    first = load_tasks(3)
+    assert first == tasks[: len(first)] and {t.problem.task_id for t in first} == {f"HumanEval/{i}" for i in range(3)}
+    assert len({t.task_id for t in tasks}) == len(tasks)
+
+
+@pytest.mark.claim("INF-002")
+def test_tasks_reassemble_the_canonical_program(tasks: list[Task]) -> None:
+    by_problem: dict[str, list[Task]] = {}
+    for t in tasks:
+        assert t.prefix + t.middle + t.suffix == t.problem.prompt + t.problem.canonical_solution, t.task_id
+        assert t.solution(t.middle) == t.problem.canonical_solution
+        assert t.middle.strip() and "\n" not in t.middle and t.suffix.startswith("\n"), t.task_id
+        by_problem.setdefault(t.problem.task_id, []).append(t)
+    for p in load_problems():
+        lines = [line for line in p.canonical_solution.split("\n") if line.strip()]
+        assert [t.middle for t in by_problem[p.task_id]] == lines, p.task_id
+
+
+@pytest.mark.claim("INF-003")
+def test_self_check_subset(tasks: list[Task]) -> None:
+    check = infill.self_check(tasks[SUBSET], workers=2, mode=_mode())
+    n = len(tasks[SUBSET])
+    assert check.canonical_passed == n, [r for r in check.canonical if not r.passed]
+    assert check.empty_passed < n
+
+
+@pytest.mark.slow
+@pytest.mark.claim("INF-003")
+def test_self_check_full(tasks: list[Task]) -> None:
+    results = infill.run_fills(tasks, [t.middle for t in tasks], workers=2, mode=_mode())
+    failed = [(t.task_id, r.outcome, r.detail) for t, r in zip(tasks, results, strict=True) if not r.passed]
+    assert len(results) == 1033 and not failed, failed[:5]
+
+
+@pytest.mark.claim("INF-004")
+def test_prompt_is_psm_and_a_cut_keeps_the_code_by_the_hole(tasks: list[Task], tokenizer: Tokenizer) -> None:
+    task = tasks[40]
+    ids, cut = infill_prompt(tokenizer, task.prefix, task.suffix, 16, 2048)
+    assert not cut and ids == fim_prompt(tokenizer, task.prefix, task.suffix, 16, 2048)
+    pre, suf = encode(tokenizer, task.prefix), encode(tokenizer, task.suffix)
+    for max_seq_len in (40, 90, len(pre) + len(suf) + 16 + 3):
+        ids, cut = infill_prompt(tokenizer, task.prefix, task.suffix, 16, max_seq_len)
+        assert cut and len(ids) == max_seq_len - 16
+        assert ids[:2] == [2, FIM_PREFIX] and ids[-1] == FIM_MIDDLE and ids.count(FIM_SUFFIX) == 1
+        middle = ids.index(FIM_SUFFIX)
+        kept_pre, kept_suf = ids[2:middle], ids[middle + 1 : -1]
+        assert kept_pre == pre[len(pre) - len(kept_pre) :] and kept_suf == suf[: len(kept_suf)]
+        assert kept_suf, "the suffix keeps its first tokens"
+
+
+@pytest.mark.claim("INF-005")
+def test_cli_writes_every_task(tokenizer: Tokenizer, tmp_path: Path, capsys) -> None:
+    ckpt = _checkpoint(tmp_path, _model(), tokenizer)
+    args = ["infill", "--checkpoint", str(tmp_path / "run"), "--device", "cpu", "--max-new-tokens", "6"]
+    assert eval_cli.main([*args, "--sandbox", _mode(), "--limit", "1", "--workers", "2"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    out = Path(summary["samples_file"])
+    assert out == tmp_path / "run" / "eval" / f"infill-{ckpt.name}.jsonl"
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["task_id"] for r in rows] == [t.task_id for t in load_tasks(1)]
+    assert all(r["result"] in OUTCOMES and r["sandbox"] == _mode() for r in rows)
+    assert not any("\n" in r["completion"] for r in rows)
+    assert summary["n_tasks"] == len(rows) and summary["prompts_cut"] == len(rows)  # a 160-token context
+    assert summary["pass_at_k"]["1"] == sum(r["result"] == "passed" for r in rows) / len(rows)
+    assert summary["counts"] == {o: sum(r["result"] == o for r in rows) for o in OUTCOMES}
+
+
+@pytest.mark.claim("INF-005")
+def test_failing_inference_scores_nothing(tokenizer: Tokenizer, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = _model()
+
+    def broken(*args: object, **kwargs: object) -> torch.Tensor:
+        raise RuntimeError("device lost")
+
+    monkeypatch.setattr(model, "hidden", broken)
+    with pytest.raises(InferenceError, match="SingleLineInfilling/HumanEval/0/L0: inference failed: RuntimeError"):
+        infill.evaluate_infill(model, tokenizer, load_tasks(1), max_new_tokens=8, workers=2, mode=_mode())
