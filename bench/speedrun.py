@@ -2,6 +2,7 @@
 
     python bench/speedrun.py OUT [--steps 225]     # one H200: about 9 minutes (bench/RESULTS.md)
     python bench/speedrun.py OUT --smoke           # the same steps at tiny scale on the CPU
+    python bench/speedrun.py OUT --no-chain        # the two jobs and their curves only
 
 1. Albor's whole job, timed from its start: ``albor data prepare`` on this interpreter's standard
    library and installed distributions (vocab 32768, seq_len 1024, no byte cap, no FIM), then
@@ -488,6 +489,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("out", type=Path, help="folder for speedrun.json, curves.png, the records and the logs")
     p.add_argument("--steps", type=int, help="optimizer steps of both trainers (H200 default 225, smoke 6)")
     p.add_argument("--smoke", action="store_true", help="tiny model, small corpus, the CPU: the same code path")
+    p.add_argument("--no-chain", action="store_true", help="the two jobs only, for a call the chain would overrun")
     args = p.parse_args(argv)
     scale = SMOKE if args.smoke else H200
     steps = args.steps or (6 if args.smoke else 225)
@@ -526,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as e:
             results["peer_error"] = f"{type(e).__name__}: {e}"
             print(f"peer: {results['peer_error']}", file=sys.stderr, flush=True)
-        results["chain"] = chain(job, scale, Path(a["run_dir"]))
+        results["chain"] = {} if args.no_chain else chain(job, scale, Path(a["run_dir"]))
     finally:
         (args.out / "speedrun.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     print(json.dumps({k: results.get(k) for k in ("compare", "same_text", "peer_error")}, indent=2, default=str))
