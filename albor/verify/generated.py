@@ -332,7 +332,8 @@ def sha256(path: Path) -> str:
 
 
 def summary(contract: Contract, results: list[Result], p: Probe, stale: list[str]) -> dict[str, Any]:
-    rows = [asdict(r) for r in results]
+    # A kill names its falsifier; the falsifiers a survivor passed are kept, to show what did not catch it.
+    rows = [asdict(r) | ({"tests": []} if r.status == "killed" else {}) for r in results]
     return {
         "component": contract.component,
         "engine": f"mutmut {metadata.version('mutmut')} operators (albor.verify.engine)",
@@ -472,7 +473,7 @@ def main(components: list[str], workers_n: int, sample: int | None, out_dir: Pat
         failed = False
         for name in names:
             print(f"== {name}", flush=True)
-            run = run_contract(contracts[name], pool)
+            run = run_contract(contracts[name], pool, log=sys.stdout)
             path = write_run(run, out_dir)
             print_run(run)
             print(f"written to {path}", flush=True)
