@@ -4,10 +4,11 @@
 #   bench/gpu_runs.sh OUT verify       the battery, then every registered fault's mutant on CUDA -> OUT/mutants-cuda.json
 #   bench/gpu_runs.sh OUT bench MB...  trainer step vs the plain-PyTorch peer at each micro-batch
 #   bench/gpu_runs.sh OUT run          a short 350M run, killed with SIGKILL at step 150 and resumed
+#   bench/gpu_runs.sh OUT fsdp         FSDP2 on one GPU against the unsharded step, and the async save's pause
 # The corpus is this machine's stdlib + installed distributions, capped at 100 MB of source.
 set -euo pipefail
-OUT=${1:?usage: gpu_runs.sh OUT battery|verify|bench|run}
-PART=${2:?usage: gpu_runs.sh OUT battery|verify|bench|run}
+OUT=${1:?usage: gpu_runs.sh OUT battery|verify|bench|run|fsdp}
+PART=${2:?usage: gpu_runs.sh OUT battery|verify|bench|run|fsdp}
 shift 2
 export PYTHONUNBUFFERED=1
 DATA=(data.out=.cache/data-350m data.max_source_bytes=100000000)
@@ -39,5 +40,8 @@ case $PART in
     mkdir -p "$OUT/gpu-350m"
     cp .cache/runs/gpu-350m/{config.yaml,metrics.jsonl,preflight.json,run.json,summary.json} "$OUT/gpu-350m/"
     ls .cache/runs/gpu-350m/checkpoints > "$OUT/gpu-350m/checkpoints.txt" ;;
+  fsdp)
+    prepare
+    python bench/fsdp.py --micro-bs 16 "${DATA[@]}" | tee "$OUT/fsdp.jsonl" ;;
   *) echo "unknown part $PART" >&2; exit 2 ;;
 esac

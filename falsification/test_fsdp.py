@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +17,7 @@ from albor.eval import __main__ as eval_cli
 from albor.train.trainer import Trainer
 from albor.verify.contracts import tolerance
 from albor.verify.numerics import rel_err
+from falsification.launch import train
 from falsification.test_trainer import MAX_STEPS, _losses, small_config
 
 pytestmark = pytest.mark.slow  # each case starts trainers in fresh processes
@@ -29,17 +27,6 @@ def _write(cfg_dir: Path, name: str, data: Path, runs: Path, **over: object) -> 
     path = cfg_dir / f"{name}.yaml"
     path.write_text(small_config(data, runs, **over).to_yaml())
     return path
-
-
-def _train(cfg: Path, cwd: Path, ranks: int | None, *extra: str, crash: str | None = None) -> int:
-    """Run the trainer on ``ranks`` processes under torchrun (None: one plain process)."""
-    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"]
-    cmd = [*(launch if ranks else [sys.executable]), "-m", "albor.train", "--config", str(cfg), "--preflight", "off"]
-    env = {**os.environ, **({"ALBOR_CRASH_AT": crash} if crash else {})}
-    proc = subprocess.run([*cmd, *extra], cwd=cwd, env=env, capture_output=True, text=True, check=False)
-    if crash is None:
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.returncode
 
 
 def _final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -67,8 +54,8 @@ def _assert_close_runs(reference: Path, other: Path, claim: str) -> None:
 def test_sharded_ranks_equal_one_process_accumulating(small_data: Path, tmp_path: Path) -> None:
     one = _write(tmp_path, "one", small_data, tmp_path / "one", micro_batch=2, grad_accum=2)
     two = _write(tmp_path, "two", small_data, tmp_path / "two", micro_batch=2, grad_accum=1, parallel="fsdp")
-    _train(one, tmp_path, None)
-    _train(two, tmp_path, 2)
+    train(one, tmp_path, None)
+    train(two, tmp_path, 2)
     assert is_sharded((tmp_path / "two" / "default" / "checkpoints" / "latest").resolve())
     _assert_close_runs(tmp_path / "one" / "default", tmp_path / "two" / "default", "FSDP-001")
 
@@ -80,15 +67,15 @@ def test_a_resume_onto_another_world_size_continues_the_trajectory(
 ) -> None:
     # One global batch of 4 windows a step throughout: 1 window × 4 ranks, × 2 micro-batches on 2, × 4 on 1.
     ref = _write(tmp_path, "ref", small_data, tmp_path / "ref", micro_batch=1, grad_accum=4, parallel="fsdp")
-    _train(ref, tmp_path, 1)
+    train(ref, tmp_path, 1)
     accum = 4 // worlds[0]
     cut = _write(tmp_path, "cut", small_data, tmp_path / "cut", micro_batch=1, grad_accum=accum, parallel="fsdp")
     # Killed after steps 3 and 5: the resumes start from the checkpoints of steps 2 and 4.
     kills = ["step:3", "step:5"]
-    assert _train(cut, tmp_path, worlds[0], crash=kills[0]) != 0
+    assert train(cut, tmp_path, worlds[0], crash=kills[0]) != 0
     for i, world in enumerate(worlds[1:], start=1):
         crash = kills[i] if i < len(worlds) - 1 else None
-        code = _train(cut, tmp_path, world, "--resume", crash=crash)
+        code = train(cut, tmp_path, world, "--resume", crash=crash)
         assert (code != 0) == (crash is not None)
     run = tmp_path / "cut" / "default"
     history = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines()]
@@ -102,12 +89,12 @@ def test_a_resume_onto_another_world_size_continues_the_trajectory(
 def test_a_save_killed_on_every_rank_is_never_loaded(small_data: Path, tmp_path: Path, async_write: bool) -> None:
     over = {"parallel": "fsdp", "micro_batch": 2, "async_checkpoint": async_write}
     ref = _write(tmp_path, "ref", small_data, tmp_path / "ref", **over)
-    _train(ref, tmp_path, 2)
+    train(ref, tmp_path, 2)
     cut = _write(tmp_path, "cut", small_data, tmp_path / "cut", **over)
-    assert _train(cut, tmp_path, 2, crash="checkpoint:4") != 0
+    assert train(cut, tmp_path, 2, crash="checkpoint:4") != 0
     root = tmp_path / "cut" / "default" / "checkpoints"
     assert [p.name for p in ckpt.list_checkpoints(root)] == [ckpt.step_dir_name(2)], "the torn save is not listed"
-    _train(cut, tmp_path, 2, "--resume")
+    train(cut, tmp_path, 2, "--resume")
     for path in ckpt.list_checkpoints(root):
         ckpt.verify(path)  # every checkpoint completed, also those written in the background, verifies
     _assert_close_runs(tmp_path / "ref" / "default", tmp_path / "cut" / "default", "FSDP-003")

@@ -34,6 +34,7 @@ from albor.verify.faults import apply, copy_tree
 from albor.verify.layout import GAPS_DIR, ROOT
 from albor.verify.numerics import rel_err
 from albor.verify.references import training_reference
+from falsification.launch import train
 
 MAX_STEPS = 8
 
@@ -464,6 +465,8 @@ def test_the_supervisor_stops_on_a_repeated_failure_or_an_alert(small_data: Path
     else:
         assert stop["reason"] == "a training alert stopped the run (exit 3)" and code == 3
         assert "restart" not in [e["event"] for e in events]
+
+
 def _fixed_batch(trainer: Trainer, n: int) -> np.ndarray:
     """``n`` real windows, FIM sentinels among them, the last target of the first two ignored (int64, so that
     IGNORE_INDEX fits): the micro-batches of a step then hold different numbers of targets."""
@@ -546,3 +549,14 @@ def test_bf16_runs_the_step_under_autocast(small_data: Path, tmp_path: Path) -> 
     assert seen == {"fp32": {torch.float32}, "bf16": {torch.bfloat16}}, seen
     assert losses["bf16"] != losses["fp32"], "the same loss in bf16: nothing ran in bf16"
     assert abs(losses["bf16"] - losses["fp32"]) <= tolerance("TRAIN-022", "bfloat16") * losses["fp32"]
+
+
+@pytest.mark.claim("TRAIN-023")
+@pytest.mark.slow  # two ranks under torchrun
+def test_a_sharded_run_that_samples_at_evaluation_ends(small_data: Path, tmp_path: Path) -> None:
+    cfg_path = tmp_path / "run.yaml"
+    over = {"parallel": "fsdp", "micro_batch": 2, "optim.max_steps": 4, "eval_every": 2}
+    cfg_path.write_text(small_config(small_data, tmp_path, **over).to_yaml())
+    train(cfg_path, tmp_path, 2)
+    samples = [m for m in _metrics(tmp_path / "default") if m["kind"] == "sample"]
+    assert [m["step"] for m in samples] == [2, 4] and all(m["text"] for m in samples), samples

@@ -389,11 +389,13 @@ class Trainer:
         res = evaluate_perplexity(
             self.model, self.val_windows, self.cfg.micro_batch, self.device, self.cfg.eval_windows, self.bf16
         )
+        # Every rank samples: a sharded model's forward is a collective, so rank 0 alone would wait forever.
+        text = self.sample() if self.cfg.eval_sample_tokens else None
         if self.dist.main:
             record = {"kind": "eval", "step": self.state.step, "val_loss": res.loss, "val_ppl": res.ppl}
             self.log.write(record | {"tokens": res.tokens})
-            if self.cfg.eval_sample_tokens:
-                self.log.write({"kind": "sample", "step": self.state.step, "text": self.sample()})
+            if text is not None:
+                self.log.write({"kind": "sample", "step": self.state.step, "text": text})
         return res.loss
 
     def sample(self) -> str:
