@@ -186,6 +186,8 @@ class Workers:
     """``n`` mutant workers, each with its own copy of the tree; ``run`` sends a job to a free one."""
 
     def __init__(self, n: int, root: Path = ROOT) -> None:
+        # The commit of the tree as it is copied: what the workers test, whatever the checkout does meanwhile.
+        self.commit = _commit()
         self._tmp = tempfile.TemporaryDirectory(prefix="albor-mutants-")
         self._free: queue.Queue[subprocess.Popen[str]] = queue.Queue()
         self.procs: list[subprocess.Popen[str]] = []
@@ -338,6 +340,7 @@ def run_contract(
     equivalents = load_equivalents(contract.component)
     jobs: list[tuple[Result, Mutation]] = []
     population = 0
+    hashes = {f: sha256(ROOT / f) for f in contract.source_files()}
     for file in contract.source_files():
         source = (ROOT / file).read_text()
         statements = statement_lines(source)
@@ -377,7 +380,7 @@ def run_contract(
         results = list(ex.map(one, jobs))
     stale = sorted(set(equivalents) - {r.id for r in results} - {e.id for e in equivalents.values()
                                                                   if not scope.admits(e.file, e.function)})  # fmt: skip
-    return summary(contract, results, p, stale, scope, population)
+    return summary(contract, results, p, stale, scope, population, pool.commit, hashes)
 
 
 def _cases(test: str, outcomes: dict[str, Outcome]) -> list[Outcome]:
@@ -407,7 +410,14 @@ def sha256(path: Path) -> str:
 
 
 def summary(
-    contract: Contract, results: list[Result], p: Probe, stale: list[str], scope: Scope, population: int
+    contract: Contract,
+    results: list[Result],
+    p: Probe,
+    stale: list[str],
+    scope: Scope,
+    population: int,
+    commit: str,
+    hashes: dict[str, str],
 ) -> dict[str, Any]:
     # A kill names its falsifier; the falsifiers a survivor passed are kept, to show what did not catch it.
     rows = [asdict(r) | ({"tests": []} if r.status == "killed" else {}) for r in results]
@@ -415,10 +425,10 @@ def summary(
         "component": contract.component,
         "engine": f"mutmut {metadata.version('mutmut')} operators (albor.verify.engine)",
         "date": dt.date.today().isoformat(),
-        "commit": _commit(),
+        "commit": commit,
         "device": device_kind(),
         "card": card_name(),
-        "sources": {f: sha256(ROOT / f) for f in contract.source_files()},
+        "sources": hashes,
         "scope": scope.to_json(),
         "population": population,
         "falsifier_seconds": p.seconds,
@@ -535,7 +545,7 @@ def run_sample(components: list[str], per_contract: int, pool: Workers) -> dict[
     with ThreadPoolExecutor(len(pool.procs)) as ex:
         done = list(ex.map(one, jobs))
     regressions = [d for d in done if d["status"] != "killed"]
-    return {"date": dt.date.today().isoformat(), "commit": _commit(), "sampled": done, "regressions": regressions,
+    return {"date": dt.date.today().isoformat(), "commit": pool.commit, "sampled": done, "regressions": regressions,
             "notes": notes}  # fmt: skip
 
 
