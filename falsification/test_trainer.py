@@ -343,7 +343,7 @@ def test_a_second_trainer_on_a_run_is_refused_with_the_holders_pid(small_data: P
 @pytest.mark.claim("TRAIN-014")
 @pytest.mark.parametrize(
     ("override", "field"),
-    [("optim.lr=0.01", "optim.lr"), ("data.seq_len=8", "data.seq_len"), ("model.n_layers=3", "model.n_layers")],
+    [("optim.lr=0.01", "optim.lr"), ("data.seq_len=12", "data.seq_len"), ("model.n_layers=3", "model.n_layers")],
 )
 def test_resume_refuses_config_drift_before_touching_anything(
     small_data: Path, tmp_path: Path, override: str, field: str
@@ -470,7 +470,7 @@ def test_the_supervisor_stops_on_a_repeated_failure_or_an_alert(small_data: Path
 def _fixed_batch(trainer: Trainer, n: int) -> np.ndarray:
     """``n`` real windows, FIM sentinels among them, the last target of the first two ignored (int64, so that
     IGNORE_INDEX fits): the micro-batches of a step then hold different numbers of targets."""
-    windows = trainer.train_windows.astype(np.int64)
+    windows = trainer.train_windows[:].astype(np.int64)
     fim = [i for i, w in enumerate(windows) if np.isin(w, SENTINELS).any()]
     assert fim, "the small corpus is FIM-transformed at rate 0.5: some window holds a sentinel"
     rest = [i for i in range(len(windows)) if i not in fim[:1]]
@@ -527,13 +527,14 @@ def test_resumed_run_draws_the_same_random_numbers(small_data: Path, tmp_path: P
     ref = _uninterrupted(small_config(small_data, tmp_path / "ref"))
     assert len(_samples(ref)) == 2 and len(set(_samples(ref))) == 2, "evaluations at steps 4 and 8 sample text"
     cfg = small_config(small_data, tmp_path / "cut")
-    first = Trainer(cfg)
-    first.fit_steps(6)  # the checkpoint of step 6 comes after the sample of step 4 drew from the RNG
-    assert ckpt.list_checkpoints(first.checkpoints.root)[-1].name == ckpt.step_dir_name(6)
-    expected = _draws()
-    Trainer(cfg, resume=True)
-    assert _draws() == expected, "after resume the RNGs do not draw what the checkpointed run would have"
-    Trainer(cfg, resume=True).fit()
+    with Trainer(cfg) as first:
+        first.fit_steps(6)  # the checkpoint of step 6 comes after the sample of step 4 drew from the RNG
+        assert ckpt.list_checkpoints(first.checkpoints.root)[-1].name == ckpt.step_dir_name(6)
+        expected = _draws()
+    with Trainer(cfg, resume=True):
+        assert _draws() == expected, "after resume the RNGs do not draw what the checkpointed run would have"
+    with Trainer(cfg, resume=True) as resumed:
+        resumed.fit()
     _assert_same_run(ref, first.run_dir)
 
 

@@ -25,8 +25,8 @@ from albor.config.errors import ConfigError
 from albor.crash import crash_point
 from albor.data import default_data_dir, load_windows, prepare_config
 from albor.data.cursor import DataCursor
-from albor.dcp_checkpoint import PendingSave, begin_save
 from albor.data.tokenizer import EOS, decode, load_tokenizer
+from albor.dcp_checkpoint import PendingSave, begin_save
 from albor.eval.perplexity import evaluate_perplexity
 from albor.generate import generate
 from albor.hardware import card_name, peak_tflops
