@@ -114,6 +114,9 @@ REQUIRED: dict[str, Scope] = {
     "checkpoint": Scope(),
     "trainer": Scope(("albor/train/trainer.py",), TRAINER_STEP),
 }
+# Promised contracts with no committed run over the promised scope yet, and why: the report names them as not
+# measured (no score, never counted as met), and an entry must go once a run covering the scope is committed.
+NOT_YET_MEASURED: dict[str, str] = {}
 
 
 class Equivalent(BaseModel):
@@ -497,6 +500,9 @@ def overall(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     ran = killed + sum(v["survived"] for v in per.values())
     missing = sorted(set(contracts) - set(runs))
     required = {c: requirement(c, runs.get(c)) for c in REQUIRED}
+    for c, why in NOT_YET_MEASURED.items():
+        if required[c] is not None and not required[c]["met"] and required[c]["score"] is None:
+            required[c]["why"] += f": {why}"
     unmet = sorted(c for c, r in required.items() if r is not None and not r["met"])
     return {
         "contracts": per,
@@ -507,6 +513,7 @@ def overall(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "required": required,
         "floor": FLOOR,
         "unmet": unmet,
+        "not_yet_measured": sorted(NOT_YET_MEASURED),
     }
 
 
