@@ -116,7 +116,11 @@ REQUIRED: dict[str, Scope] = {
 }
 # Promised contracts with no committed run over the promised scope yet, and why: the report names them as not
 # measured (no score, never counted as met), and an entry must go once a run covering the scope is committed.
-NOT_YET_MEASURED: dict[str, str] = {}
+NOT_YET_MEASURED: dict[str, str] = {
+    "checkpoint": "its 517 mutants take about 40 minutes of two cores; the run is still to be made",
+    "trainer": "the step's 117 mutants need the trainer's 23 falsifiers probed first, about 40 minutes of two "
+    "cores; the run is still to be made",
+}
 
 
 class Equivalent(BaseModel):
