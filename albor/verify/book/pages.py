@@ -404,10 +404,11 @@ def generated_table(gen: dict[str, Any], book: Book) -> str:
         promise = "—"
         if req is not None:
             shown = "none" if req["score"] is None else percent(req["score"])
-            promise = f"{shown} over {req['scope']}: " + ("met" if req["met"] else f"**not met** ({req['why']})")
+            verdict = "met" if req["met"] else "**not met** " + esc("(" + req["why"] + ")")
+            promise = esc(f"{shown} over {req['scope']}:") + " " + verdict
         c = per.get(name)
         if c is None:
-            rows.append([label, "—", "—", "—", "—", "not measured", "no committed run", esc(promise)])
+            rows.append([label, "—", "—", "—", "—", "not measured", "no committed run", promise])
             continue
         stale = " (sources changed since)" if c.get("stale") else ""
         population = c.get("population", c["total"])
@@ -422,7 +423,7 @@ def generated_table(gen: dict[str, Any], book: Book) -> str:
                 str(c["not-runnable"]),
                 "—" if c["score"] is None else percent(c["score"]),
                 esc(f"{measured}; {c['date']}{stale}"),
-                esc(promise),
+                promise,
             ]
         )
     text = (
