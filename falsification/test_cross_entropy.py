@@ -10,7 +10,7 @@ import torch
 
 from albor import ops
 from albor.ops.cross_entropy import linear_cross_entropy as reference_linear_cross_entropy
-from albor.verify.contracts import tolerance
+from albor.verify.contracts import declared, tolerance
 from albor.verify.numerics import linear_ce_both_ways, rel_err
 
 if importlib.util.find_spec("triton") is not None:  # without it the kernel tests (marked triton) skip
@@ -105,6 +105,32 @@ def test_linear_equals_explicit_logits(device: torch.device, dtype: torch.dtype,
     tol = tolerance("CE-006", dtype)
     for name, got, want in zip(("loss", "d/dhidden", "d/dweight"), *results, strict=True):
         assert rel_err(got, want) <= tol, name
+
+
+@pytest.mark.claim("CE-007")
+def test_ignored_id_and_defaults(device: torch.device) -> None:
+    # The declared id (-100, what Hugging Face labels use), written out, is left out with no ignore_index given;
+    # without reduction both functions take the token mean; an ignore_index passed is the one left out.
+    g = torch.Generator().manual_seed(7)
+    hidden = torch.randn(19, 8, generator=g, dtype=torch.float64)
+    weight = torch.randn(V, 8, generator=g, dtype=torch.float64)
+    targets = torch.randint(0, V, (19,), generator=g)
+    logits = hidden @ weight.t()
+
+    def mean_over(rows: list[int]) -> float:
+        return sum(torch.logsumexp(logits[n], 0).item() - logits[n, targets[n]].item() for n in rows) / len(rows)
+
+    masked = targets.clone()
+    masked[::3] = declared("cross_entropy", "ignore_index")
+    want = mean_over([n for n in range(19) if n % 3])
+    h, w, lg = hidden.to(device), weight.to(device), logits.to(device)
+    assert abs(ops.cross_entropy(lg, masked.to(device)).item() - want) <= 1e-12
+    assert abs(ops.linear_cross_entropy(h, w, masked.to(device)).item() - want) <= 1e-12
+    skip = int(targets[0])
+    want = mean_over([n for n in range(19) if targets[n] != skip])
+    got = [ops.cross_entropy(lg, targets.to(device), ignore_index=skip),
+           ops.linear_cross_entropy(h, w, targets.to(device), ignore_index=skip)]  # fmt: skip
+    assert all(abs(x.item() - want) <= 1e-12 for x in got), "the ignore_index passed is left out"
 
 
 # The Triton kernel, against the same float64 references.

@@ -223,3 +223,18 @@ def test_layout_edges() -> None:
     for args, message in refused.items():
         with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
             DataCursor(*args)
+
+
+@pytest.mark.claim("CUR-010")
+@pytest.mark.parametrize("accum", [1, 2, 3])
+def test_state_refused_inside_a_step(accum: int) -> None:
+    cursor = DataCursor(40, 2, 5, grad_accum=accum)
+    for batch in range(2 * accum + 1):
+        k = batch % accum
+        if k:
+            message = f"the cursor is {k} micro-batches into a step of {accum}; save between steps"
+            with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+                cursor.state_dict()
+        else:
+            assert cursor.state_dict()["steps"] == batch // accum, "the steps taken, at a step's edge"
+        cursor.next_batch()

@@ -70,3 +70,49 @@ def test_returns_pre_clip_norm(device: torch.device, dtype: torch.dtype, norm: f
     want = _global_norm(params)
     got = clip_grad_norm(params, 1.0)
     assert abs(got.item() - want) / want <= tolerance("CLIP-004", dtype)
+
+
+def _sharded_rank(rank: int, world: int, store: str, max_norm: float, out: str) -> None:
+    """One rank of CLIP-005: shard seeded gradients over the ranks, clip, and save what this rank holds."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        mesh = init_device_mesh("cpu", (world,))
+        params = []
+        for p in _params(torch.device("cpu"), torch.float64, 5.0):
+            grad = p.grad.reshape(-1, 1) if p.dim() < 2 else p.grad  # a shape with rows to shard, one at least
+            q = torch.nn.Parameter(distribute_tensor(torch.zeros_like(grad), mesh, [Shard(0)]))
+            q.grad = distribute_tensor(grad, mesh, [Shard(0)])
+            params.append(q)
+        total = clip_grad_norm(params, max_norm)
+        local = [q.grad.to_local().clone() for q in params]
+        torch.save({"total": total, "kind": type(total).__name__, "local": local}, f"{out}-{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+@pytest.mark.claim("CLIP-005")
+def test_sharded_gradients_clip_by_the_global_norm(tmp_path) -> None:
+    # Two ranks on CPU, each holding a row shard of every gradient (as FSDP2 leaves them): the norm returned and
+    # used must be the one over all shards, and each rank's shard must equal its rows of the unsharded clipping.
+    world, max_norm = 2, 1.0
+    out = str(tmp_path / "rank")
+    torch.multiprocessing.spawn(
+        _sharded_rank, args=(world, str(tmp_path / "store"), max_norm, out), nprocs=world, join=True
+    )
+    full = _params(torch.device("cpu"), torch.float64, 5.0)
+    want_norm = _global_norm(full)
+    clip_grad_norm(full, max_norm)
+    tol = tolerance("CLIP-005", torch.float64)
+    got = [torch.load(f"{out}-{r}.pt") for r in range(world)]
+    for rank, saved in enumerate(got):
+        assert saved["kind"] == "Tensor", f"rank {rank}: the norm must be a plain tensor, not a {saved['kind']}"
+        assert abs(saved["total"].item() - want_norm) / want_norm <= tol, f"rank {rank}: not the global norm"
+        for p, shard in zip(full, saved["local"], strict=True):
+            rows = (p.grad.reshape(-1, 1) if p.dim() < 2 else p.grad).tensor_split(world)[rank]
+            assert rel_err(shard, rows) <= tol, f"rank {rank}: shard of {tuple(p.shape)} not clipped globally"

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from albor import ops
 from albor.ops.rope import rope_tables
 from albor.verify.contracts import declared, tolerance
-from albor.verify.numerics import rel_err
+from albor.verify.numerics import rel_err, rounded_once_excess
 
 if importlib.util.find_spec("triton") is not None:  # without it the kernel tests (marked triton) skip
     from albor.kernels import buffers
@@ -94,6 +94,36 @@ def test_tables_are_the_declared_angles(base: float, half: int, start: int) -> N
             want = torch.tensor([[f(a) for a in row] for row in angles], dtype=torch.float64)
             assert table.shape == (len(positions), half)
             assert (table - want).abs().max().item() <= tol * max(1, start), (b, hd)
+
+
+@pytest.mark.claim("ROPE-006")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_tables_rounded_once_on_the_positions_device(dtype: torch.dtype) -> None:
+    at = torch.tensor([0, 1, 7, 4095])
+    cos, sin = rope_tables(at, 12, 500000.0, dtype)
+    cos64, sin64 = rope_tables(at, 12, 500000.0, torch.float64)
+    assert cos.dtype == sin.dtype == dtype and cos.shape == sin.shape == (4, 6)
+    assert torch.equal(cos, cos64.to(dtype)) and torch.equal(sin, sin64.to(dtype)), "float64 angles, rounded once"
+    # Built where the positions are: the meta device has no default to fall back on.
+    meta = rope_tables(at.to("meta"), 12, 500000.0, dtype)
+    assert all(t.device.type == "meta" and t.shape == (4, 6) for t in meta)
+    for odd in (1, 7):
+        with pytest.raises(ValueError, match=f"^head_dim must be even for RoPE, got {odd}$"):
+            rope_tables(at, odd)
+
+
+@pytest.mark.claim("ROPE-007")
+def test_bfloat16_rotation_rounded_once(device: torch.device) -> None:
+    # bfloat16 queries and keys with bfloat16 tables (a bfloat16 model's buffers): the rotation runs in float32
+    # and rounds once, so every element is within half a bfloat16 ulp of the float64 rotation of the same inputs.
+    q, k = _qk(device, torch.bfloat16, t=16, hd=64, seed=4)
+    cos, sin = rope_tables(torch.arange(1000, 1016, device=device), 64, dtype=torch.bfloat16)
+    rq, rk = ops.apply_rope(q, k, cos, sin)
+    for got, x in ((rq, q), (rk, k)):
+        x64, c, s = x.double(), cos.double()[:, None, :], sin.double()[:, None, :]
+        x1, x2 = x64[..., :32], x64[..., 32:]
+        want = torch.cat((x1 * c - x2 * s, x2 * c + x1 * s), dim=-1)
+        assert got.dtype == torch.bfloat16 and rounded_once_excess(got, want) <= 0, "not rounded once"
 
 
 # The Triton kernel, against the same float64 references.

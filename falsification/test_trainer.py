@@ -28,7 +28,7 @@ from albor.ops import IGNORE_INDEX, rope_tables
 from albor.optim.lr_schedule import lr_at
 from albor.train import preflight
 from albor.train.config import TrainConfig, build_config
-from albor.train.trainer import Trainer, TrainingAlert
+from albor.train.trainer import Trainer, TrainingAlert, check_schedule_fits, steps_available
 from albor.verify.contracts import tolerance
 from albor.verify.faults import apply, copy_tree
 from albor.verify.layout import GAPS_DIR, ROOT
@@ -136,6 +136,27 @@ def test_schedule_longer_than_data_refused(small_data: Path, tmp_path: Path) -> 
     assert trainer.state.step == fit and trainer.state.cursor.step == batches, (
         "trained to the last batch of the last epoch"
     )
+
+
+# (windows, micro-batch, world, accumulation, epochs): every epoch's partial global batch is dropped, even where
+# the partial batches of many epochs would add up to whole steps, and steps straddle epochs.
+SCHEDULES = [(1300, 128, 1, 3, 20), (1300, 64, 2, 1, 7), (999, 10, 3, 4, 11), (120, 40, 1, 1, 1), (79, 40, 1, 1, 5)]
+
+
+@pytest.mark.claim("TRAIN-003")
+@pytest.mark.parametrize(("n", "micro", "world", "accum", "epochs"), SCHEDULES)
+def test_steps_available_drop_each_epochs_partial_batch(
+    small_data: Path, tmp_path: Path, n: int, micro: int, world: int, accum: int, epochs: int
+) -> None:
+    over = {"micro_batch": micro, "grad_accum": accum, "epochs": epochs}
+    whole = n // (micro * world)  # whole global micro-batches of one epoch, written out
+    fit = whole * epochs // accum
+    assert type(steps_available(n, small_config(small_data, tmp_path, **over), world)) is int
+    assert steps_available(n, small_config(small_data, tmp_path, **over), world) == fit
+    check_schedule_fits(n, small_config(small_data, tmp_path, **over, **{"optim.max_steps": fit}), world)
+    over_by_one = small_config(small_data, tmp_path, **over, **{"optim.max_steps": fit + 1})
+    with pytest.raises(ValueError, match=rf"windows × epochs={epochs}, enough for {fit} steps; "):
+        check_schedule_fits(n, over_by_one, world)
 
 
 @pytest.mark.claim("TRAIN-004")
@@ -470,7 +491,7 @@ def test_the_supervisor_stops_on_a_repeated_failure_or_an_alert(small_data: Path
 def _fixed_batch(trainer: Trainer, n: int) -> np.ndarray:
     """``n`` real windows, FIM sentinels among them, the last target of the first two ignored (int64, so that
     IGNORE_INDEX fits): the micro-batches of a step then hold different numbers of targets."""
-    windows = trainer.train_windows.astype(np.int64)
+    windows = trainer.train_windows[:].astype(np.int64)
     fim = [i for i, w in enumerate(windows) if np.isin(w, SENTINELS).any()]
     assert fim, "the small corpus is FIM-transformed at rate 0.5: some window holds a sentinel"
     rest = [i for i in range(len(windows)) if i not in fim[:1]]

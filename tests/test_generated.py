@@ -112,21 +112,38 @@ def test_report_score_is_the_lowest_rate_generated_included(tmp_path: Path) -> N
         assert report["grade"] == grade(want, [])
 
 
-# The bar: ops, every optimizer contract, the data cursor, checkpoints and the trainer step.
-REQUIRED = ["attention", "cross_entropy", "rmsnorm", "rope", "swiglu", "adamw", "lr_schedule", "grad_clip"]
-REQUIRED += ["grad_accumulation", "cursor", "checkpoint"]
-TRAINER_STEP = {"Trainer.train_step", "Trainer._batch", "Trainer._loss_sum", "Trainer._autocast", "steps_available"}
+def test_scope_admits_its_files_and_functions_and_covers_narrower_scopes() -> None:
+    step = generated.Scope(("albor/train/trainer.py",), ("Trainer.save",))
+    assert step.admits("albor/train/trainer.py", "Trainer.save") and step.admits(
+        "albor/train/trainer.py", "Trainer.save.complete"
+    )
+    assert not step.admits("albor/train/trainer.py", "Trainer.saved") and not step.admits(
+        "albor/train/run.py", "Trainer.save"
+    )
+    assert generated.Scope().covers(step) and step.covers(step) and not step.covers(generated.Scope())
+    assert not generated.Scope(("albor/train/trainer.py",)).covers(generated.Scope(("albor/train/run.py",)))
+    assert generated.Scope.from_json(step.to_json()) == step
 
 
-def _score(mutants: list[dict]) -> float:
-    killed = sum(m["status"] == "killed" for m in mutants)
-    return killed / (killed + sum(m["status"] == "survived" for m in mutants))
-
-
-def test_committed_runs_cover_every_contract_and_meet_the_bar() -> None:
+def test_missing_runs_are_shown_never_counted_and_promises_are_kept() -> None:
     runs = generated.load_runs()
-    assert sorted(runs) == sorted(load_contracts()), "every contract has a committed generated-mutant run"
-    low = {c: runs[c]["score"] for c in REQUIRED if runs[c]["score"] is not None and runs[c]["score"] < 0.9}
-    assert not low, f"below 90 %: {low}"
-    step = [m for m in runs["trainer"]["mutants"] if m["function"] in TRAINER_STEP]
-    assert step and _score(step) >= 0.9, f"the trainer step scores {_score(step):.1%}"
+    summary = generated.overall(runs)
+    # A contract without a committed run has no score: it is listed, and adds nothing to killed or ran.
+    assert summary["missing"] == sorted(set(load_contracts()) - set(runs))
+    assert summary["ran"] == sum(r["killed"] + r["survived"] for r in runs.values())
+    # The project's promise (generated.REQUIRED): each of these contracts has a committed run over the promised
+    # scope, scoring at least 90 % there.
+    assert set(generated.REQUIRED) <= set(load_contracts())
+    # A promise is kept by a committed run, or is listed in NOT_YET_MEASURED with why (and has no run over its
+    # scope): a run below 90 % can never hide there.
+    assert set(generated.NOT_YET_MEASURED) <= set(generated.REQUIRED)
+    for c in generated.NOT_YET_MEASURED:
+        assert summary["required"][c]["score"] is None, f"{c} has a committed run: take it out of NOT_YET_MEASURED"
+    assert set(summary["unmet"]) == set(generated.NOT_YET_MEASURED), {
+        c: summary["required"][c] for c in summary["unmet"]
+    }
+    fake = {"scope": {"files": [], "functions": []}, "mutants": [
+        {"file": "albor/train/trainer.py", "function": "Trainer.train_step", "status": "killed"},
+        {"file": "albor/train/trainer.py", "function": "Trainer.save", "status": "survived"}]}  # fmt: skip
+    assert generated.requirement("trainer", fake)["score"] == 1.0, "the promise is scored over its scope only"
+    assert not generated.requirement("trainer", None)["met"]

@@ -148,6 +148,15 @@ def main(argv: list[str] | None = None, prog: str = "python -m albor.verify.muta
         metavar="N",
         help="with --generated: re-run N killed mutants per contract of the committed runs; fail on any that survives",
     )
+    parser.add_argument(
+        "--files", nargs="+", default=[], help="with --generated and one contract: only the mutants of these sources"
+    )
+    parser.add_argument(
+        "--functions",
+        nargs="+",
+        default=[],
+        help="with --generated and one contract: only the mutants of these functions (Class.method), nested ones too",
+    )
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="with --generated: parallel workers")
     parser.add_argument(
         "--out",
@@ -156,11 +165,14 @@ def main(argv: list[str] | None = None, prog: str = "python -m albor.verify.muta
         "a sample goes to falsification/results/local/)",
     )
     args = parser.parse_args(argv)
+    scope = generated.Scope(tuple(args.files), tuple(args.functions))
     if args.generated:
+        if scope != generated.Scope() and (len(args.components) != 1 or args.sample is not None):
+            parser.error("--files and --functions go with one named contract, without --sample")
         out = args.out or (LOCAL_RESULTS if args.sample is not None else generated.GENERATED_RESULTS)
-        return generated.main(args.components, args.workers, args.sample, out)
-    if args.components or args.sample is not None:
-        parser.error("components and --sample go with --generated")
+        return generated.main(args.components, args.workers, args.sample, out, scope)
+    if args.components or args.sample is not None or scope != generated.Scope():
+        parser.error("components, --sample, --files and --functions go with --generated")
     summary = run_mutants(GAPS_DIR)
     write_json_atomic(args.json, summary)
     width = max(len(m["fault"]) for m in summary["mutants"]) if summary["mutants"] else 5

@@ -17,6 +17,18 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
     return diff / denom if denom > 0 else diff
 
 
+def rounded_once_excess(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """How far ``out`` (bfloat16) strays beyond the float64 ``ref`` rounded once to bfloat16, in float64.
+
+    An op that computes in float32 and rounds once at the end is within half a bfloat16 ulp of the reference,
+    plus float32's own error (2^-20 of the size is ample): the result is then <= 0. Arithmetic in bfloat16 is
+    off by several ulps.
+    """
+    out64, ref64 = out.detach().double().cpu(), ref.detach().double().cpu()
+    half_ulp = torch.ldexp(torch.ones_like(ref64), torch.frexp(ref64).exponent - 9)
+    return ((out64 - ref64).abs() - half_ulp - ref64.abs() * 2.0**-20).max().item()
+
+
 def poisoned(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
     """A buffer filled with NaN, so that any element a kernel fails to write is caught."""
     return torch.full(shape, float("nan"), dtype=dtype, device=device)

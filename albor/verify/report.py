@@ -68,7 +68,7 @@ def build_report(junit: list[Path], mutants: dict, gaps_dir: Path, generated: di
         if m["severity"] == "critical" and m["runnable"] and not m["killed"]:
             critical.append(f"{m['gap']}: mutant {m['fault']} survived")
 
-    generated = generated or {"contracts": {}, "killed": 0, "ran": 0, "score": None, "missing": []}
+    generated = generated or {"contracts": {}, "killed": 0, "ran": 0, "score": None, "missing": [], "unmet": []}
     rates = [pass_rate, coverage, mutants["kill_rate"]]
     score = min([*rates, generated["score"]] if generated["score"] is not None else rates)
     return {
@@ -115,6 +115,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m albor.verify.repo
         f"generated mutants killed {generated_text}); "
         f"{len(report['critical_failures'])} critical failure(s); written to {args.out}"
     )
+    if gen["missing"]:
+        print(f"  no generated-mutant run (no score, not counted): {', '.join(gen['missing'])}")
+    for c in gen.get("unmet", []):
+        print(f"  promise not met: {c}: {gen['required'][c]['why']} (at least {gen['floor']:.0%} over "
+              f"{gen['required'][c]['scope']})")  # fmt: skip
     for line in report["critical_failures"]:
         print(f"  critical: {line}")
     return 0

@@ -10,6 +10,7 @@ from albor.verify.book.book import Book
 from albor.verify.book.myst import badge, code, esc, facts, fenced, math, percent, ref, table, target
 from albor.verify.book.results import ResultSet, falsifier_result, mutant_verdict
 from albor.verify.gaps import Gap
+from albor.verify.generated import Scope
 from albor.verify.schema import Contract
 
 NO_RESULTS = (
@@ -144,6 +145,13 @@ def generated_score(run: dict[str, Any] | None) -> str:
     return f"{percent(run['score'])} ({run['killed']} of {ran})"
 
 
+def scope_text(run: dict[str, Any]) -> str:
+    """What a run measured: ``all sources``, or its scope and how many of the contract's mutants that is."""
+    scope = Scope.from_json(run.get("scope")).describe()
+    population = run.get("population", run["total"])
+    return scope if population == run["total"] else f"{scope} ({run['total']} of the contract's {population} mutants)"
+
+
 def generated_section(c: Contract, book: Book) -> str:
     """The committed generated-mutant run of ``c``: its score, then every survivor and equivalent as a diff."""
     run = book.generated.get(c.component)
@@ -156,6 +164,7 @@ def generated_section(c: Contract, book: Book) -> str:
             f"{run['total']}: {run['killed']} killed, {run['survived']} survived, "
             f"{run['equivalent']} equivalent, {run['not-runnable']} not runnable",
         ),
+        ("scope", esc(scope_text(run))),
         ("run", f"{esc(run['date'])}, commit {code(run['commit'][:10])}, {esc(run['card'])}"),
         ("engine", esc(run["engine"])),
     ]
@@ -336,7 +345,8 @@ def report_page(book: Book) -> str:
                     "generated mutants killed",
                     "—" if gen.get("score") is None else percent(gen["score"]),
                     f"{gen.get('killed', 0)} of {gen.get('ran', 0)} that ran, over "
-                    f"{len(gen.get('contracts', {}))} committed contract runs",
+                    f"{len(gen.get('contracts', {}))} committed contract runs; "
+                    f"{len(gen.get('missing') or [])} contracts not measured",
                 ],
             ],
         ),
@@ -382,12 +392,28 @@ def report_page(book: Book) -> str:
 
 
 def generated_table(gen: dict[str, Any], book: Book) -> str:
-    """One row per contract: the committed generated-mutant run's counts and score."""
+    """One row per contract: its committed generated-mutant run's counts, scope and score, or that it has none;
+    and for the contracts the project makes a promise for, the score over the promised scope."""
     per = gen.get("contracts", {})
+    required = gen.get("required") or {}
+    floor = gen.get("floor")
     rows = []
-    for name, c in sorted(per.items()):
+    for name in sorted(set(per) | set(gen.get("missing") or [])):
         label = ref(contract_label(name), name) if name in book.contracts else esc(name)
+        req = required.get(name)
+        promise = "—"
+        if req is not None:
+            shown = "none" if req["score"] is None else percent(req["score"])
+            verdict = "met" if req["met"] else "**not met** " + esc("(" + req["why"] + ")")
+            promise = esc(f"{shown} over {req['scope']}:") + " " + verdict
+        c = per.get(name)
+        if c is None:
+            rows.append([label, "—", "—", "—", "—", "not measured", "no committed run", promise])
+            continue
         stale = " (sources changed since)" if c.get("stale") else ""
+        population = c.get("population", c["total"])
+        scope = c.get("scope", "all sources")
+        measured = scope if population == c["total"] else f"{scope}: {c['total']} of {population} mutants"
         rows.append(
             [
                 label,
@@ -396,19 +422,21 @@ def generated_table(gen: dict[str, Any], book: Book) -> str:
                 str(c["equivalent"]),
                 str(c["not-runnable"]),
                 "—" if c["score"] is None else percent(c["score"]),
-                esc(f"{c['date']}{stale}"),
+                esc(f"{measured}; {c['date']}{stale}"),
+                promise,
             ]
         )
     text = (
         "Mutants the engine made of each contract's sources, each run against that contract's falsifiers "
-        "(`albor mutants --generated`); the survivors are on the contract pages, as diffs."
+        "(`albor mutants --generated`); the survivors are on the contract pages, as diffs. A contract with no "
+        "committed run has no score: it is shown here and counts neither way."
     )
+    if floor is not None:
+        text += f" The promise: at least {percent(floor)} over the scope named, for the contracts that have one."
     if not rows:
         return text + "\n\nNo generated-mutant run is committed yet."
-    headers = ["contract", "killed", "survived", "equivalent", "not runnable", "score", "run"]
-    missing = gen.get("missing") or []
-    note = f"\n\nNo committed run yet for: {', '.join(missing)}." if missing else ""
-    return text + "\n\n" + table(headers, rows) + note
+    headers = ["contract", "killed", "survived", "equivalent", "not runnable", "score", "measured", "promise"]
+    return text + "\n\n" + table(headers, rows)
 
 
 def trace_page(book: Book) -> str:
