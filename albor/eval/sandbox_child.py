@@ -626,7 +626,9 @@ def _ending(status: int) -> str:
 
 def fate(status: int, cpu_s: float, cfg: dict) -> tuple[str, str]:
     """How the program process ended, from its wait status and CPU time (which a program cannot mask)."""
-    if cpu_s >= cfg["cpu_s"]:
+    # RLIMIT_CPU's SIGXCPU says it even when wait4's CPU time, which lags the kernel's count, is under cpu_s.
+    xcpu = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGXCPU
+    if cpu_s >= cfg["cpu_s"] or xcpu:
         return "timed out", f"CPU time over {cfg['cpu_s']} s"
     if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGXFSZ:
         return "error", f"file size limit ({cfg['file_bytes']} bytes)"
