@@ -220,6 +220,8 @@ def test_equals_hugging_face_llama(tied: bool) -> None:
     with torch.no_grad():
         err = rel_err(hf(ids).logits, model(ids))
     assert err <= tolerance("MODEL-010", torch.float32), f"rel err {err:.3g}"
+
+
 # Every shipped model, as a model preset and as a train preset builds it (vocabulary and context from its data).
 SHIPPED = {f"model:{n}": load_model_config(n) for n in presets("models")} | {
     f"train:{n}": load_config(n).model for n in presets("train")

@@ -21,11 +21,9 @@ from albor.data.fim import SENTINELS, fim_invert, parts_from_ids
 from albor.data.packing import MANIFEST, document_order, pack, pack_windows, tokenize_documents
 from albor.data.split import STDLIB_REPO
 from albor.data.synthetic import TRICKY, clean_repos, tiny_tokenizer, write_repos
-from albor.data.tokenizer import EOS, decode, load_tokenizer, save_tokenizer, tokenizer_sha256
+from albor.data.tokenizer import EOS, N_SPECIAL, decode, load_tokenizer, save_tokenizer, tokenizer_sha256
 from albor.data.windows import write_npy
-from albor.verify.contracts import tolerance
-from albor.data.tokenizer import EOS, N_SPECIAL, decode, load_tokenizer, save_tokenizer
-from albor.verify.contracts import declared
+from albor.verify.contracts import declared, tolerance
 from falsification.corpora import SPECIAL_TEXT, parquet_source, stdlib_sample
 
 OPTIONS = dict(shard_tokens=1024, val_fraction=0.2)
@@ -227,6 +225,8 @@ def test_a_ranks_memory_does_not_hold_the_train_split(built: tuple[Path, DataCon
         peaks[label] = int(proc.stdout.strip().splitlines()[-1]) * 1024
     grown = peaks["large"] - peaks["small"]
     assert grown <= tolerance("PACK-009") * 320_000 * 256 * 2, f"peak memory grew by {grown / 2**20:.0f} MiB"
+
+
 @pytest.fixture(scope="module")
 def real_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Real standard-library modules, and a repository file holding the special tokens' text, as Parquet."""

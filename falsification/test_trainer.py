@@ -464,6 +464,8 @@ def test_the_supervisor_stops_on_a_repeated_failure_or_an_alert(small_data: Path
     else:
         assert stop["reason"] == "a training alert stopped the run (exit 3)" and code == 3
         assert "restart" not in [e["event"] for e in events]
+
+
 def _fixed_batch(trainer: Trainer, n: int) -> np.ndarray:
     """``n`` real windows, FIM sentinels among them, the last target of the first two ignored (int64, so that
     IGNORE_INDEX fits): the micro-batches of a step then hold different numbers of targets."""
