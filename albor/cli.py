@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "distill": (
         "albor.distill.distill",
         "main",
-        "train a student on a teacher's distributions (online or top-k shards)",
+        "train a student on a teacher's distributions (online, or top-k shards)",
     ),
     "finetune": ("albor.ladder.finetune", "main", "instruct fine-tune on docstring pairs of the train split (--lora)"),
     "merge": ("albor.ladder.merge", "main", "SLERP-merge two checkpoints of one model"),

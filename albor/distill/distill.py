@@ -300,7 +300,8 @@ class Distiller(Trainer):
         teacher = ckpt.load_for_inference(self.teacher_path, self.device).model
         if teacher.cfg.vocab_size != self.cfg.model.vocab_size:
             raise ConfigError(
-                f"`distill.teacher`: its vocab_size is {teacher.cfg.vocab_size}, the student's {self.cfg.model.vocab_size}"
+                f"`distill.teacher`: its vocab_size is {teacher.cfg.vocab_size}, "
+                f"the student's {self.cfg.model.vocab_size}"
             )
         for p in teacher.parameters():
             p.requires_grad = False

@@ -47,9 +47,7 @@ def _prepare(args: argparse.Namespace) -> list[str]:
 def main(argv: list[str] | None = None, prog: str = "albor finetune") -> int:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     parser.add_argument("base", type=Path, help="the trained model's checkpoint or run dir")
-    parser.add_argument(
-        "--lora", action="store_true", help="train LoRA adapters (lora.r, lora.alpha) on the frozen base"
-    )
+    parser.add_argument("--lora", action="store_true", help="train LoRA adapters (lora.r, lora.alpha) on a frozen base")
     add_run_arguments(parser)
     return run_command(parser, argv, prog, prepare=_prepare)
 
