@@ -269,16 +269,14 @@ class TeacherShards:
 # --- the trainer --------------------------------------------------------------------------------
 
 
-def with_teacher(cfg: DistillConfig) -> tuple[DistillConfig, Path]:
-    """The teacher's verified checkpoint, and the config with the data on the teacher's tokenizer."""
+def teacher_checkpoint(cfg: DistillConfig) -> Path:
+    """The teacher's verified checkpoint (its tokenizer is checked against the student's data once that is ready)."""
     try:
         found = ckpt.resolve(cfg.distill.teacher)
         ckpt.verify(found)
     except ckpt.CheckpointError as e:
         raise ConfigError(f"`distill.teacher`: {e}") from None
-    if cfg.data.tokenizer is None:
-        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"tokenizer": found / "tokenizer.json"})})
-    return cfg, found
+    return found
 
 
 class Distiller(Trainer):
@@ -287,7 +285,7 @@ class Distiller(Trainer):
     cfg: DistillConfig
 
     def __init__(self, cfg: DistillConfig, resume: bool = False, lock: Any = None) -> None:
-        cfg, self.teacher_path = with_teacher(cfg)
+        self.teacher_path = teacher_checkpoint(cfg)
         super().__init__(cfg, resume, lock)
 
     def _setup_data(self) -> None:
@@ -296,7 +294,8 @@ class Distiller(Trainer):
         try:
             check_same_tokenizer(self.data_dir, self.teacher_path / "tokenizer.json")
         except ValueError as e:
-            raise ConfigError(f"`distill.teacher`: {e}") from None
+            fix = f"prepare the student's data with data.tokenizer={self.teacher_path / 'tokenizer.json'}"
+            raise ConfigError(f"`distill.teacher`: {e}; {fix}") from None
         teacher = ckpt.load_for_inference(self.teacher_path, self.device).model
         if teacher.cfg.vocab_size != self.cfg.model.vocab_size:
             raise ConfigError(
