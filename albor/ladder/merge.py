@@ -3,7 +3,7 @@
 For tensors a and b of one name, with θ the angle between them (their directions' dot product,
 clamped to [-1, 1]): slerp(a, b, t) = sin((1−t)θ)/sin θ · a + sin(tθ)/sin θ · b. When the directions
 are nearly parallel (|cos θ| > ``PARALLEL_DOT``) sin θ is too small to divide by, and the merge is
-the linear interpolation (1−t)·a + t·b. Each tensor is merged in float32 and cast back to its dtype;
+the linear interpolation a + t·(b − a). Each tensor is merged in float32 and cast back to its dtype;
 t = 0 and t = 1 return a and b themselves, bitwise.
 """
 
@@ -25,8 +25,9 @@ NORM_EPS = 1e-8
 
 
 def lerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
-    """(1−t)·a + t·b in float32, cast back to a's dtype."""
-    return ((1 - t) * a.float() + t * b.float()).to(a.dtype)
+    """a + t·(b − a) in float32, cast back to a's dtype (so a merge of a tensor with itself is that tensor)."""
+    a32 = a.float()
+    return (a32 + t * (b.float() - a32)).to(a.dtype)
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:

@@ -104,9 +104,10 @@ def measure_checkpoint(path: Path, data_dir: Path | None) -> dict[str, Any]:
     state = json.loads((inf.path / "state.json").read_text())
     ids = [int(windows[0][0])]
     list(generate(inf.model, ids, 2, temperature=0.0, seed=0, eos_id=None))  # warm-up
+    n = min(DECODE_TOKENS, inf.model_config.max_seq_len - 2)
     t0 = time.perf_counter()
-    list(generate(inf.model, ids, DECODE_TOKENS, temperature=0.0, seed=0, eos_id=None))
-    ms = (time.perf_counter() - t0) * 1000 / DECODE_TOKENS
+    list(generate(inf.model, ids, n, temperature=0.0, seed=0, eos_id=None))
+    ms = (time.perf_counter() - t0) * 1000 / n
     return {
         "params": sum(p.numel() for p in inf.model.parameters()),
         "tokens_seen": state.get("tokens_seen"),
