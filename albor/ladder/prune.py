@@ -27,7 +27,7 @@ from albor.data.packing import load_windows
 from albor.io import write_json_atomic
 from albor.model import Decoder
 
-MAX_LOSS_INCREASE = 0.25  # nats on the battery's trained model at 50% or 2:4 (contract prune, PRUNE-005)
+MAX_LOSS_INCREASE = 0.05  # nats on the battery's trained model at 50% or 2:4 (contract prune, PRUNE-005)
 
 
 @dataclass(frozen=True)
