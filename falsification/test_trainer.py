@@ -469,7 +469,7 @@ def test_the_supervisor_stops_on_a_repeated_failure_or_an_alert(small_data: Path
 def _fixed_batch(trainer: Trainer, n: int) -> np.ndarray:
     """``n`` real windows, FIM sentinels among them, the last target of the first two ignored (int64, so that
     IGNORE_INDEX fits): the micro-batches of a step then hold different numbers of targets."""
-    windows = trainer.train_windows.astype(np.int64)
+    windows = trainer.train_windows[:].astype(np.int64)
     fim = [i for i, w in enumerate(windows) if np.isin(w, SENTINELS).any()]
     assert fim, "the small corpus is FIM-transformed at rate 0.5: some window holds a sentinel"
     rest = [i for i in range(len(windows)) if i not in fim[:1]]
