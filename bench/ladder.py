@@ -1,4 +1,4 @@
-"""The ladder at a CPU scale: teacher, distilled student (and a same-steps student without the teacher),
+"""The ladder at a CPU scale: teacher, distilled student (online; and a same-steps student without the teacher),
 instruct LoRA, SLERP merge, 2:4 WANDA prune, Q4_K_M GGUF where llama.cpp is installed, each with its card.
 
 `python bench/ladder.py --root runs/ladder-cpu --record` makes it on a slice of the standard library, prints
@@ -19,16 +19,16 @@ from falsification.ladder_runs import LadderScale, build_ladder
 
 SCALE = LadderScale(
     synthetic=False,
-    max_source_bytes=3_000_000,
-    vocab_size=2048,
-    seq_len=128,
-    teacher={"n_layers": 4, "d_model": 128, "d_ff": 320},
-    student={"n_layers": 2, "d_model": 64, "d_ff": 160},
-    teacher_steps=400,
-    student_steps=300,
-    finetune_steps=60,
+    max_source_bytes=1_500_000,
+    vocab_size=1024,
+    seq_len=64,
+    teacher={"n_layers": 3, "d_model": 96, "d_ff": 256},
+    student={"n_layers": 1, "d_model": 48, "d_ff": 128},
+    teacher_steps=250,
+    student_steps=200,
+    finetune_steps=40,
     micro_batch=16,
-    top_k=32,
+    distill_mode="online",
 )
 
 

@@ -68,13 +68,14 @@ class LadderScale:
     student_steps: int = 40
     finetune_steps: int = 10
     micro_batch: int = 8
+    distill_mode: str = "offline"
     top_k: int = 16
 
 
 def build_ladder(root: Path, scale: LadderScale = LadderScale()) -> dict[str, Path]:
     """Make every rung with the ``albor`` command, as a user would, under ``root``, and write each card.
 
-    Teacher (``albor train``), a distilled student (``albor distill``, offline top-k) and a student of the
+    Teacher (``albor train``), a distilled student (``albor distill``, offline top-k by default) and a student of the
     same shape and steps without the teacher, an instruct LoRA (``albor finetune --lora``), the SLERP of
     teacher and instruct (``albor merge``), the merge pruned 2:4 (``albor prune``) and, where llama.cpp is
     installed, the pruned model's Q4_K_M GGUF. Returns each variant's path (run dir or GGUF file).
@@ -122,7 +123,11 @@ def build_ladder(root: Path, scale: LadderScale = LadderScale()) -> dict[str, Pa
     run("teacher", None, ["train", *model, "--name", "teacher", *shape(scale.teacher), *steps(scale.teacher_steps)])
     student = [*shape(scale.student), *steps(scale.student_steps), "optim.lr=3e-3"]
     run("student-no-teacher", None, ["train", *model, "--name", "student-no-teacher", *student])
-    distill = [f"distill.teacher={runs / 'teacher'}", "distill.mode=offline", f"distill.top_k={scale.top_k}"]
+    distill = [
+        f"distill.teacher={runs / 'teacher'}",
+        f"distill.mode={scale.distill_mode}",
+        f"distill.top_k={scale.top_k}",
+    ]
     run("distilled", "teacher", ["distill", *model, "--name", "distilled", *student, *distill])
     tune = ["--preflight", "off", *common, f"data.out={root / 'data-pairs'}", "data.val_fraction=0.2"]
     run("instruct", "teacher", ["finetune", "--lora", str(runs / "teacher"), *tune, *steps(scale.finetune_steps)])

@@ -40,6 +40,7 @@ from albor.ops import IGNORE_INDEX
 from albor.train import distributed
 from albor.train.__main__ import add_run_arguments, run_command
 from albor.train.config import TrainConfig
+from albor.train.run import RunLock
 from albor.train.trainer import Trainer
 
 TEACHER_MANIFEST = "teacher.json"
@@ -120,6 +121,8 @@ def kd_loss_sum(
 
 
 class ShardEntry(BaseModel):
+    """One teacher shard: its file, sha256 and number of windows."""
+
     model_config = ConfigDict(extra="forbid")
     file: str
     sha256: str
@@ -159,7 +162,8 @@ def _fixed_binary(rows: np.ndarray) -> pa.FixedSizeBinaryArray:
     return pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(rows), [None, pa.py_buffer(rows.tobytes())])
 
 
-def _from_fixed_binary(column: pa.ChunkedArray, dtype: str, shape: tuple[int, int]) -> np.ndarray:
+def _from_fixed_binary(column: pa.ChunkedArray, dtype: str | np.dtype, shape: tuple[int, int]) -> np.ndarray:
+    """The values of a fixed-size binary column as one (rows, *shape) array of ``dtype``."""
     column = column.combine_chunks()
     data = np.frombuffer(column.buffers()[1], dtype=np.uint8)[column.offset * column.type.byte_width :]
     return data[: len(column) * column.type.byte_width].view(dtype).reshape(len(column), *shape)
@@ -284,7 +288,7 @@ class Distiller(Trainer):
 
     cfg: DistillConfig
 
-    def __init__(self, cfg: DistillConfig, resume: bool = False, lock: Any = None) -> None:
+    def __init__(self, cfg: DistillConfig, resume: bool = False, lock: RunLock | None = None) -> None:
         self.teacher_path = teacher_checkpoint(cfg)
         super().__init__(cfg, resume, lock)
 
