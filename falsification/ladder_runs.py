@@ -68,6 +68,7 @@ class LadderScale:
     student_steps: int = 40
     finetune_steps: int = 10
     micro_batch: int = 8
+    lr: float = 3e-3  # teacher and students alike
     distill_mode: str = "offline"
     top_k: int = 16
 
@@ -119,9 +120,9 @@ def build_ladder(root: Path, scale: LadderScale = LadderScale()) -> dict[str, Pa
         assert main(argv) == 0, f"albor {' '.join(argv)} failed"
         recipes[name] = (argv, parent)
 
-    model = ["--config", "default", "--preflight", "off", *common]
+    model = ["--config", "default", "--preflight", "off", *common, f"optim.lr={scale.lr}"]
     run("teacher", None, ["train", *model, "--name", "teacher", *shape(scale.teacher), *steps(scale.teacher_steps)])
-    student = [*shape(scale.student), *steps(scale.student_steps), "optim.lr=3e-3"]
+    student = [*shape(scale.student), *steps(scale.student_steps)]
     run("student-no-teacher", None, ["train", *model, "--name", "student-no-teacher", *student])
     distill = [
         f"distill.teacher={runs / 'teacher'}",

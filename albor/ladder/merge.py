@@ -69,7 +69,7 @@ def merge_checkpoints(first: Path, second: Path, t: float, out: Path, recipe: st
     merged = merge_state(a.model.state_dict(), b.model.state_dict(), t)
     a.model.load_state_dict(merged)
     config = yaml.safe_load((a.path / "config.yaml").read_text())
-    state = {"step": 0, "tokens_seen": 0, "data_dir": str(a.data_dir) if a.data_dir else None}
+    state = {"step": 0, "data_dir": str(a.data_dir) if a.data_dir else None}
     save_checkpoint(
         out / "checkpoints",
         0,

@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None, prog: str = "albor prune") -> int:
     except (CheckpointError, ValueError) as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return 2
-    state = {"step": 0, "tokens_seen": 0, "data_dir": str(inf.data_dir)}
+    state = {"step": 0, "data_dir": str(inf.data_dir)}
     save_checkpoint(
         args.out / "checkpoints",
         0,
