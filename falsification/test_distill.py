@@ -21,6 +21,7 @@ from albor.distill.distill import (
     renormalise,
 )
 from albor.train.config import build_config
+from albor.train.trainer import Trainer
 from albor.verify.contracts import tolerance
 from falsification.ladder_runs import overrides, run_tree, teacher_run
 
@@ -54,6 +55,20 @@ def test_alpha_zero_is_cross_entropy(temperature: float) -> None:
     (g,) = torch.autograd.grad(loss, student)
     (g_ce,) = torch.autograd.grad(want, student)
     assert torch.equal(g, g_ce)
+
+
+@pytest.mark.claim("DISTILL-001")
+def test_alpha_zero_run_trains_as_the_plain_run(small_data: Path, teacher: Path, tmp_path: Path) -> None:
+    values = {"optim.max_steps": 3, "eval_every": 100}
+    with Trainer(build_config(run_tree(small_data, tmp_path), overrides(values | {"name": "plain"}))) as plain:
+        plain_init = {k: v.clone() for k, v in plain.model.state_dict().items()}
+        plain_losses = [plain.train_step().loss for _ in range(3)]
+    with _distiller(small_data, tmp_path, teacher, name="kd", **{"distill.alpha": 0.0}) as kd:
+        assert all(torch.equal(plain_init[k], v) for k, v in kd.model.state_dict().items()), "the same init"
+        kd._begin()
+        kd_losses = [kd.train_step().loss for _ in range(3)]
+    tol = tolerance("DISTILL-001", "float32")
+    assert all(abs(a - b) <= 10 * tol * abs(a) for a, b in zip(plain_losses, kd_losses, strict=True))
 
 
 @pytest.mark.claim("DISTILL-002")

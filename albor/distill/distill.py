@@ -300,7 +300,9 @@ class Distiller(Trainer):
         except ValueError as e:
             fix = f"prepare the student's data with data.tokenizer={self.teacher_path / 'tokenizer.json'}"
             raise ConfigError(f"`distill.teacher`: {e}; {fix}") from None
-        teacher = ckpt.load_for_inference(self.teacher_path, self.device).model
+        # Building the teacher draws from the RNG: forked, so the student's init depends on the seed alone.
+        with torch.random.fork_rng(devices=[]):
+            teacher = ckpt.load_for_inference(self.teacher_path, self.device).model
         if teacher.cfg.vocab_size != self.cfg.model.vocab_size:
             raise ConfigError(
                 f"`distill.teacher`: its vocab_size is {teacher.cfg.vocab_size}, "
