@@ -32,6 +32,7 @@ from albor.crash import crash_point
 from albor.data.tokenizer import load_tokenizer
 from albor.dcp_checkpoint import full_state, is_sharded, load_full, load_sharded
 from albor.io import fsync_dir, write_json_atomic
+from albor.ladder.lora import LoraSettings, add_lora, merge_lora
 from albor.model import Decoder
 from albor.optim.adamw import build_optimizer
 
@@ -329,13 +330,17 @@ def resolve(path: Path) -> Path:
 
 
 def load_for_inference(path: Path, device: torch.device | str = "cpu") -> Inference:
-    """Load a verified checkpoint's model (eval mode) and its own tokenizer (ALB-131)."""
+    """Load a verified checkpoint's model (eval mode, a LoRA run's adapters merged) and its own tokenizer (ALB-131)."""
     ckpt = resolve(path)
     verify(ckpt)
     config = yaml.safe_load((ckpt / "config.yaml").read_text())
     model_cfg = ModelConfig(**config["model"])
     model = Decoder(model_cfg)
+    if config.get("lora") is not None:  # a LoRA run's checkpoint holds base and adapters: merged for use
+        add_lora(model, LoraSettings(**config["lora"]))
     state = load_checkpoint(ckpt, model, None)
+    if config.get("lora") is not None:
+        merge_lora(model)
     data_dir = state.get("data_dir")
     return Inference(
         model=model.to(device).eval(),

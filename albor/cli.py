@@ -15,6 +15,15 @@ from collections.abc import Callable
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("albor.train.__main__", "main", "train a model: presets, overrides, resume, preflight"),
     "data": ("albor.data.__main__", "main", "build the corpus, tokenizer and token shards"),
+    "distill": (
+        "albor.distill.distill",
+        "main",
+        "train a student on a teacher's distributions (online, or top-k shards)",
+    ),
+    "finetune": ("albor.ladder.finetune", "main", "instruct fine-tune on docstring pairs of the train split (--lora)"),
+    "merge": ("albor.ladder.merge", "main", "SLERP-merge two checkpoints of one model"),
+    "prune": ("albor.ladder.prune", "main", "WANDA-prune a checkpoint (--sparsity S or --pattern 2:4)"),
+    "card": ("albor.ladder.model_card", "main", "measure a variant and write its MODEL_CARD.md"),
     "eval": ("albor.eval.__main__", "main", "val perplexity and bits/byte, HumanEval pass@k and infill, self-check"),
     "complete": ("albor.complete", "main", "complete code from a checkpoint or a GGUF, streamed to the terminal"),
     "export": ("albor.export.__main__", "main", "a checkpoint as a Hugging Face folder or a GGUF (f16, q8_0, q4_k_m)"),

@@ -227,7 +227,12 @@ def corpus_sha256(out: Path) -> str:
 
 def read_corpus(out: Path, split: Split) -> list[str]:
     """The documents of ``split``, each shard checked against its sha256 first (errors name the file)."""
-    docs: list[str] = []
+    return read_corpus_rows(out, split, ["content"])["content"]
+
+
+def read_corpus_rows(out: Path, split: Split, columns: list[str]) -> dict[str, list[Any]]:
+    """``columns`` of every row of ``split``, each shard checked against its sha256 first (errors name the file)."""
+    rows: dict[str, list[Any]] = {c: [] for c in columns}
     for shard in _meta(out)["shards"][split]:
         path = corpus_dir(out) / shard["file"]
         if not path.is_file():
@@ -235,7 +240,9 @@ def read_corpus(out: Path, split: Split) -> list[str]:
         if sha256_file(path) != shard["sha256"]:
             raise ValueError(f"{path}: corpus shard is corrupt (sha256 differs from {CORPUS_JSON})")
         try:
-            docs += pq.read_table(path, columns=["content"]).column("content").to_pylist()
+            table = pq.read_table(path, columns=columns)
         except (OSError, pa.ArrowException) as e:
             raise ValueError(f"{path}: cannot read corpus shard: {e}") from e
-    return docs
+        for c in columns:
+            rows[c] += table.column(c).to_pylist()
+    return rows

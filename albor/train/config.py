@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import Field, field_validator, model_validator
@@ -13,8 +13,10 @@ from albor.config import ModelConfig, OptimConfig, Strict, commented_yaml, load_
 from albor.config.errors import ConfigError
 from albor.config.overrides import parse_overrides, set_dotted, validate
 from albor.data.config import DataConfig
+from albor.ladder.lora import LoraSettings
 from albor.ops.dispatch import OPS, Backend
 
+C = TypeVar("C", bound="TrainConfig")
 DERIVED = {"vocab_size", "max_seq_len"}  # the model fields that follow from data.vocab_size and data.seq_len
 
 
@@ -75,6 +77,9 @@ class TrainConfig(Strict):
         description="jsonl: metrics.jsonl; tensorboard: TensorBoard event files beside it too (extra: tensorboard)",
     )
     runs_dir: Path = Field(default=Path("runs"), description="folder that holds every run")
+    lora: LoraSettings | None = Field(
+        default=None, description="train LoRA adapters (through peft) on a frozen init_from model; null: all weights"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -129,6 +134,8 @@ class TrainConfig(Strict):
                 f"eval_sample_tokens={self.eval_sample_tokens} must be below data.seq_len={self.data.seq_len}: "
                 "the sample and the token it starts from share the context"
             )
+        if self.lora is not None and (self.init_from is None or self.parallel == "fsdp"):
+            raise ValueError("lora adapts a trained model on one process or with ddp: it needs init_from, not fsdp")
         return self
 
     def to_yaml(self) -> str:
@@ -139,20 +146,21 @@ class TrainConfig(Strict):
         return commented_yaml(self)
 
 
-def build_config(base: dict[str, Any], overrides: list[str]) -> TrainConfig:
-    """Apply ``a.b=value`` overrides to a config mapping and validate it; errors name the field."""
+def build_config(base: dict[str, Any], overrides: list[str], schema: type[C] = TrainConfig) -> C:
+    """Apply ``a.b=value`` overrides to a config mapping and validate it as ``schema`` (TrainConfig or an
+    extension of it); errors name the field."""
     tree = copy.deepcopy(base)
     for key, value in parse_overrides(overrides):
         # `model.n_layers=4` on a preset name edits that preset's fields.
         if key.startswith("model.") and isinstance(tree.get("model"), str):
             tree["model"] = load_model_config(tree["model"]).model_dump(mode="json", exclude=DERIVED)
         set_dotted(tree, key, value)
-    return validate(TrainConfig, tree)
+    return validate(schema, tree)
 
 
-def load_config(name_or_path: str, overrides: list[str] | None = None) -> TrainConfig:
+def load_config(name_or_path: str, overrides: list[str] | None = None, schema: type[C] = TrainConfig) -> C:
     """A train preset by name (default, pretrain-350m, …) or a YAML file, with ``a.b=value`` overrides."""
     path = Path(name_or_path)
     if not path.suffix:
         path = preset_path("train", name_or_path)
-    return build_config(load_yaml(path), overrides or [])
+    return build_config(load_yaml(path), overrides or [], schema)

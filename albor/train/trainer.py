@@ -32,6 +32,7 @@ from albor.generate import generate
 from albor.hardware import card_name, peak_tflops
 from albor.io import write_json_atomic, write_text_atomic
 from albor.kernels.host_copy import read_scalar
+from albor.ladder.lora import add_lora
 from albor.model import Decoder
 from albor.ops.dispatch import Kernels
 from albor.optim.adamw import build_optimizer
@@ -177,9 +178,7 @@ class Trainer:
         self.bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
         self._setup_data()
         self.kernels = Kernels(cfg.kernels, cfg.allow_kernel_fallback, self.device)
-        model = Decoder(cfg.model, self.kernels)
-        if init_ckpt is not None:  # full weights, before any sharding
-            ckpt.load_checkpoint(init_ckpt, model, None)
+        model = self._build_model(init_ckpt)
         model.to(self.device)
         if self.sharded:
             fsdp.shard(model, model.blocks, self.bf16 and self.device.type == "cuda")
@@ -220,6 +219,16 @@ class Trainer:
     @property
     def model(self) -> Decoder:
         return self.state.model
+
+    def _build_model(self, init_ckpt: Path | None) -> Decoder:
+        """The model the run trains, with ``init_from``'s full weights (before any sharding) and, when
+        ``lora`` is set, the adapters on it; a resume loads its checkpoint into this same structure."""
+        model = Decoder(self.cfg.model, self.kernels)
+        if init_ckpt is not None:
+            ckpt.load_checkpoint(init_ckpt, model, None)
+        if self.cfg.lora is not None:
+            add_lora(model, self.cfg.lora)
+        return model
 
     def _setup_data(self) -> None:
         d = self.cfg.data
@@ -318,9 +327,13 @@ class Trainer:
 
     # --- the loop ----------------------------------------------------------------------------
 
-    def _batch(self) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """The next micro-batch on the device, and its target count (counted on the host: no GPU sync)."""
-        w = torch.from_numpy(self.train_windows[self.state.cursor.next_batch()].astype(np.int64))
+    def _batch(self) -> tuple[torch.Tensor, Any, int]:
+        """The next micro-batch on the device: inputs, what ``_loss_sum`` takes as targets, and the target count."""
+        return self._micro_batch(self.state.cursor.next_batch())
+
+    def _micro_batch(self, idx: np.ndarray) -> tuple[torch.Tensor, Any, int]:
+        """The windows ``idx`` on the device, and their target count (counted on the host: no GPU sync)."""
+        w = torch.from_numpy(self.train_windows[idx].astype(np.int64))
         n = count_targets(w[:, 1:])
         if self.device.type == "cuda":
             w = w.pin_memory()
@@ -330,7 +343,8 @@ class Trainer:
     def _autocast(self) -> AbstractContextManager:
         return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
 
-    def _loss_sum(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _loss_sum(self, x: torch.Tensor, y: Any) -> torch.Tensor:
+        """The micro-batch's summed loss; ``accumulate`` divides it by the step's target count."""
         with self._autocast():
             return self.train_model(x, y, reduction="sum")
 

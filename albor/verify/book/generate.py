@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from albor.io import write_text_atomic
+from albor.ladder.model_card import CARD, ladder_table, read_card
 from albor.verify.book import pages, snippets, training_log
 from albor.verify.book.book import Book, load_book
 from albor.verify.book.layout import Layout
@@ -52,6 +53,29 @@ def _plot(w: _Writer, run, rel: str) -> bool:
     return True
 
 
+def ladder_cards(layout: Layout) -> list[tuple[Path, dict]]:
+    """Every model card, recorded (``spec/ladder``) then local (``runs``), in path order."""
+    found = []
+    for base in (layout.recorded_ladder, layout.local_runs):
+        if base.is_dir():
+            found += sorted([*base.glob(f"*/{CARD}"), *base.glob(f"*.{CARD}"), *base.glob(f"*/*.{CARD}")])
+    return [(p, read_card(p)) for p in found]
+
+
+def ladder_page(layout: Layout) -> str:
+    """The ladder table, one row per model card, generated from the cards alone."""
+    cards = ladder_cards(layout)
+    intro = (
+        "(ladder)=\n# The ladder\n\nOne row per variant, generated from each variant's `MODEL_CARD.md` "
+        "(`albor card`): base, distilled, instruct, merged, pruned, quantised. Recorded cards live in "
+        "`spec/ladder/`, this machine's in `runs/`.\n\n"
+    )
+    if not cards:
+        return intro + "No model card has been written yet.\n"
+    sources = "\n".join(f"- `{p.relative_to(layout.root)}`" for p, _ in cards)
+    return intro + ladder_table([meta for _, meta in cards]) + f"\nCards:\n\n{sources}\n"
+
+
 def write_pages(book: Book, layout: Layout) -> None:
     """Every generated page and figure, plus the hand-written chapters copied beside them."""
     w = _Writer(layout.generated)
@@ -68,6 +92,7 @@ def write_pages(book: Book, layout: Layout) -> None:
     w.text("report.md", pages.report_page(book))
     w.text("traceability.md", pages.trace_page(book))
     w.text("runs/index.md", training_log.runs_index(book.runs))
+    w.text("ladder.md", ladder_page(layout))
     for run in book.runs:
         png = f"{run.slug}.png"
         w.text(f"runs/{run.slug}.md", training_log.run_page(run, png if _plot(w, run, f"runs/{png}") else None))

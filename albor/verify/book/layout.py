@@ -43,6 +43,11 @@ class Layout:
         return self.root / "spec" / "runs"
 
     @property
+    def recorded_ladder(self) -> Path:
+        """Committed model cards of ladder variants, one folder (or ``<file>.MODEL_CARD.md``) each."""
+        return self.root / "spec" / "ladder"
+
+    @property
     def local_runs(self) -> Path:
         """Training runs on this machine (git-ignored)."""
         return self.root / "runs"

@@ -1,0 +1,1 @@
+"""Distillation: a student trained on a teacher's next-token distributions (online, or from top-k shards)."""

@@ -1,0 +1,146 @@
+"""Falsifiers for the ``lora`` contract (contracts/lora.yaml)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from albor.checkpoint import load_for_inference
+from albor.config import ModelConfig
+from albor.data import load_windows, prepare
+from albor.data.corpus import read_corpus_rows
+from albor.data.synthetic import clean_repos, write_repos
+from albor.eval.humaneval import load_problems
+from albor.ladder.lora import LoraSettings, add_lora, lora_layers, merge_lora
+from albor.ladder.pairs import mine_pairs
+from albor.model import Decoder
+from albor.train.config import build_config
+from albor.train.trainer import Trainer
+from albor.verify.contracts import tolerance
+from falsification.ladder_runs import overrides, run_tree, teacher_run
+
+pytest.importorskip("peft", reason="peft is not installed (pip install 'albor[ladder]')")
+
+CFG = ModelConfig(name="lora", n_layers=2, d_model=40, n_heads=4, n_kv_heads=2, d_ff=56, vocab_size=97, max_seq_len=12)
+
+
+def _base(seed: int = 0) -> Decoder:
+    torch.manual_seed(seed)
+    model = Decoder(CFG.model_copy(update={"init_std": 0.2})).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim == 1:
+                p.uniform_(0.5, 1.5)
+    return model
+
+
+def _ids(seed: int = 1) -> torch.Tensor:
+    return torch.randint(0, CFG.vocab_size, (3, CFG.max_seq_len), generator=torch.Generator().manual_seed(seed))
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+@pytest.mark.claim("LORA-001")
+def test_zero_b_equals_base() -> None:
+    base, x = _base(), _ids()
+    with torch.no_grad():
+        want = base(x)
+    model = add_lora(base, LoraSettings(r=4, alpha=8.0))
+    assert {n.split(".")[-1] for n, _ in lora_layers(model)} == {"qkv", "out", "gate_up", "down"}
+    assert all(("lora_" in n) == p.requires_grad for n, p in model.named_parameters())
+    with torch.no_grad():
+        assert torch.equal(model(x), want)
+
+
+@pytest.mark.claim("LORA-002")
+@pytest.mark.parametrize(("r", "alpha"), [(2, 4.0), (5, 3.0)])
+def test_merge_equals_unmerged(r: int, alpha: float) -> None:
+    model, x = add_lora(_base(2), LoraSettings(r=r, alpha=alpha)), _ids(3)
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+        unmerged = model(x)
+    want = {}
+    for name, layer in lora_layers(model):
+        a, b = layer.lora_A["default"].weight.double(), layer.lora_B["default"].weight.double()
+        want[name] = layer.get_base_layer().weight.double() + (alpha / r) * b @ a
+    merge_lora(model)
+    with torch.no_grad():
+        merged = model(x)
+    tol = tolerance("LORA-002", "float32")
+    assert _rel(merged, unmerged) <= tol
+    for name, w in want.items():
+        got = model.get_submodule(name)
+        assert type(got) is torch.nn.Linear, name
+        assert _rel(got.weight, w) <= tol, name
+
+
+@pytest.mark.claim("LORA-003")
+def test_lora_checkpoint_loads_merged(small_data: Path, tmp_path: Path) -> None:
+    base = teacher_run(small_data, tmp_path / "base")
+    tree = run_tree(small_data, tmp_path / "runs")
+    values = {
+        "init_from": str(base),
+        "data.out": str(tmp_path / "data"),
+        "model.d_model": 48,
+        "model.d_ff": 64,
+        "lora.r": 4,
+        "optim.max_steps": 3,
+        "optim.lr": 3e-2,
+        "eval_every": 100,
+    }
+    with Trainer(build_config(tree, overrides(values))) as trainer:
+        trainer.fit()
+        adapted = trainer.model.eval()
+        windows = torch.from_numpy(load_windows(trainer.data_dir, "val")[:4][:, :-1].astype(np.int64))
+        with torch.no_grad():
+            want = adapted(windows)
+            trained_b = sum(p.abs().sum() for n, p in adapted.named_parameters() if "lora_B" in n)
+        run = trainer.run_dir
+    assert trained_b > 0, "the adapters trained"
+    with torch.no_grad():
+        got = load_for_inference(run).model(windows)
+    assert _rel(got, want) <= tolerance("LORA-003", "float32")
+
+
+@pytest.fixture(scope="module")
+def humaneval_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small synthetic corpus with one HumanEval problem's prompt and solution in every repository."""
+    root = tmp_path_factory.mktemp("pairs")
+    repos = clean_repos(n_repos=6, files_per_repo=4, seed=3)
+    for i, (_, files) in enumerate(sorted(repos.items())):
+        problem = load_problems()[i]
+        files["pkg/task.py"] = problem.prompt + problem.canonical_solution
+    return prepare(write_repos(root / "src", repos), root / "data", vocab_size=300, seq_len=16, seed=0)
+
+
+@pytest.mark.claim("LORA-004")
+def test_pairs_from_train_split_only(humaneval_corpus: Path) -> None:
+    pairs = mine_pairs(humaneval_corpus)
+    cols = ["repo_name", "path", "content"]
+    train, val = (read_corpus_rows(humaneval_corpus, s, cols) for s in ("train", "val"))
+    train_docs = {(r, p): c for r, p, c in zip(*(train[k] for k in cols), strict=True)}
+    val_files = set(zip(val["repo_name"], val["path"], strict=True))
+    assert pairs and val_files
+    for pair in pairs:
+        assert (pair.repo_name, pair.path) in train_docs and (pair.repo_name, pair.path) not in val_files, pair
+        assert pair.prompt.splitlines()[-1].strip() in train_docs[(pair.repo_name, pair.path)]
+    problems = load_problems()
+    defs = set()
+    for problem in problems:
+        tree = ast.parse(problem.prompt)
+        defs |= {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+    in_train = [doc for doc in train_docs.values() if any(f"def {d}(" in doc for d in defs)]
+    assert in_train, "the train split holds HumanEval functions, so the filter is exercised"
+    for pair in pairs:
+        first = pair.prompt.splitlines()[[line.startswith("def ") for line in pair.prompt.splitlines()].index(True)]
+        leaked = [p.task_id for p in problems if first.strip() in p.prompt]
+        assert not leaked, (pair.prompt, leaked)

@@ -1,0 +1,105 @@
+"""Falsifiers for the ``prune`` contract (contracts/prune.yaml)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from albor.checkpoint import load_for_inference
+from albor.config import ModelConfig
+from albor.ladder.prune import calibration_windows, prune_mask, wanda_prune, wanda_scores
+from albor.model import Decoder
+from albor.verify.contracts import declared
+
+CFG = ModelConfig(name="prune", n_layers=2, d_model=40, n_heads=4, n_kv_heads=2, d_ff=56, vocab_size=97, max_seq_len=12)
+
+
+def _model(seed: int = 0) -> Decoder:
+    torch.manual_seed(seed)
+    model = Decoder(CFG.model_copy(update={"init_std": 0.2})).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim == 1:
+                p.uniform_(0.5, 1.5)
+    return model
+
+
+def _windows(seed: int = 1, n: int = 6) -> torch.Tensor:
+    return torch.randint(0, CFG.vocab_size, (n, CFG.max_seq_len + 1), generator=torch.Generator().manual_seed(seed))
+
+
+def _block_linears(model: Decoder) -> list[torch.nn.Linear]:
+    return [m for b in model.blocks for m in b.modules() if isinstance(m, torch.nn.Linear)]
+
+
+@pytest.mark.claim("PRUNE-001")
+@pytest.mark.parametrize("sparsity", [0.1, 0.5, 0.77])
+def test_sparsity_exact_per_row(sparsity: float) -> None:
+    model = _model()
+    result = wanda_prune(model, _windows(), sparsity=sparsity)
+    total = zeros = 0
+    for layer in _block_linears(model):
+        per_row = (layer.weight == 0).sum(1)
+        assert (per_row == int(sparsity * layer.in_features)).all(), (layer, per_row.tolist())
+        zeros, total = zeros + int(per_row.sum()), total + layer.weight.numel()
+    assert result.sparsity == zeros / total
+
+
+@pytest.mark.claim("PRUNE-002")
+def test_two_four_pattern_holds() -> None:
+    model = _model(2)
+    wanda_prune(model, _windows(3), pattern=(2, 4))
+    for layer in _block_linears(model):
+        groups = (layer.weight != 0).reshape(layer.out_features, -1, 4).sum(-1)
+        assert (groups == 2).all(), layer
+
+
+@pytest.mark.claim("PRUNE-003")
+def test_sparsity_zero_unchanged() -> None:
+    model = _model(4)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    wanda_prune(model, _windows(5), sparsity=0.0)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def _keep64(w: np.ndarray, x: np.ndarray, k: int) -> np.ndarray:
+    """Float64 WANDA written out: per row, drop the k lowest |W_ij|·‖X_j‖ (ties: lower index first)."""
+    score = np.abs(w.astype(np.float64)) * np.sqrt((x.astype(np.float64) ** 2).sum(0))[None, :]
+    keep = np.ones_like(w, dtype=bool)
+    for i, row in enumerate(score):
+        keep[i, np.argsort(row, kind="stable")[:k]] = False
+    return keep
+
+
+@pytest.mark.claim("PRUNE-004")
+def test_keeps_highest_wanda_scores() -> None:
+    g = torch.Generator().manual_seed(6)
+    w, x = torch.randn(13, 24, generator=g), torch.randn(50, 24, generator=g) * torch.linspace(0.1, 5, 24)
+    got = prune_mask(wanda_scores(w, x.double().pow(2).sum(0).sqrt()), sparsity=0.5)
+    assert np.array_equal(got.numpy(), _keep64(w.numpy(), x.numpy(), 12))
+    # Through the model: the first block's q/k/v input is RMSNorm(embedding), recomputed here in float64.
+    model, windows = _model(7), _windows(8)
+    qkv = model.blocks[0].attn.qkv
+    w0 = qkv.weight.detach().clone()
+    e = model.embed.weight.detach().double()[windows[:, :-1]].flatten(0, 1)
+    h = e / torch.sqrt((e * e).mean(-1, keepdim=True) + CFG.norm_eps) * model.blocks[0].attn_norm.detach().double()
+    wanda_prune(model, windows, sparsity=0.5)
+    want = _keep64(w0.numpy(), h.numpy(), int(0.5 * w0.shape[1]))
+    assert np.array_equal((qkv.weight != 0).numpy(), want)
+
+
+@pytest.mark.claim("PRUNE-005")
+@pytest.mark.parametrize("how", [{"sparsity": 0.5}, {"pattern": (2, 4)}], ids=["50%", "2:4"])
+def test_loss_increase_reported_and_bounded(how: dict, trained_run: Path, small_data: Path) -> None:
+    model = load_for_inference(trained_run).model
+    windows = calibration_windows(small_data, 32, 0)
+    with torch.no_grad():
+        before = float(model(windows[:, :-1], windows[:, 1:]))
+    result = wanda_prune(model, windows, **how)
+    with torch.no_grad():
+        after = float(model(windows[:, :-1], windows[:, 1:]))
+    assert (result.loss_before, result.loss_after) == (before, after)
+    assert result.loss_increase <= declared("prune", "max_loss_increase"), result
