@@ -27,8 +27,10 @@ from albor.train.trainer import Trainer
 
 
 def _stack(overrides: list[str], micro_bs: int, steps: int, warmup: int, parallel: str, async_write: bool) -> dict:
-    extra = [f"parallel={parallel}", f"async_checkpoint={str(async_write).lower()}", f"name=bench-{parallel}"]
+    extra = [f"parallel={parallel}", f"async_checkpoint={str(async_write).lower()}"]
     cfg = albor_config([*overrides, *extra], micro_bs, steps + warmup + 4, "mixed", 1.0)
+    # albor_config names every run "bench": each stack needs a run directory of its own.
+    cfg = cfg.model_copy(update={"name": f"bench-{parallel}-{'async' if async_write else 'sync'}"})
     torch.cuda.reset_peak_memory_stats()
     with Trainer(cfg) as trainer:
         for _ in range(warmup):
