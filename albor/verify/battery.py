@@ -12,25 +12,9 @@ from pathlib import Path
 
 import torch
 
+from albor.hardware import card_name, device_kind
 from albor.io import write_json_atomic
 from albor.verify.layout import LOCAL_RESULTS, ROOT
-
-
-def device_kind() -> str:
-    """``cuda`` when a GPU is visible, else ``cpu``."""
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def card_name() -> str:
-    """The GPU's name, or the CPU's model name."""
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def run_battery(
