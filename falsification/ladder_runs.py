@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,6 +75,12 @@ class LadderScale:
     top_k: int = 16
 
 
+def _albor(argv: list[str]) -> None:
+    """Run ``albor ARGV`` in a fresh process, as a user would; its stderr's tail when it fails."""
+    proc = subprocess.run([sys.executable, "-m", "albor", *argv], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, f"albor {' '.join(argv)} failed: {proc.stderr[-3000:]}"
+
+
 def build_ladder(root: Path, scale: LadderScale = LadderScale()) -> dict[str, Path]:
     """Make every rung with the ``albor`` command, as a user would, under ``root``, and write each card.
 
@@ -81,7 +89,6 @@ def build_ladder(root: Path, scale: LadderScale = LadderScale()) -> dict[str, Pa
     teacher and instruct (``albor merge``), the merge pruned 2:4 (``albor prune``) and, where llama.cpp is
     installed, the pruned model's Q4_K_M GGUF. Returns each variant's path (run dir or GGUF file).
     """
-    from albor.cli import main
     from albor.data.synthetic import clean_repos, write_repos
 
     if scale.synthetic:
@@ -117,7 +124,7 @@ def build_ladder(root: Path, scale: LadderScale = LadderScale()) -> dict[str, Pa
     recipes: dict[str, tuple[list[str], str | None]] = {}
 
     def run(name: str, parent: str | None, argv: list[str]) -> None:
-        assert main(argv) == 0, f"albor {' '.join(argv)} failed"
+        _albor(argv)
         recipes[name] = (argv, parent)
 
     model = ["--config", "default", "--preflight", "off", *common, f"optim.lr={scale.lr}"]
@@ -145,5 +152,5 @@ def build_ladder(root: Path, scale: LadderScale = LadderScale()) -> dict[str, Pa
         variants["pruned-q4_k_m"] = gguf
     for name, (argv, parent) in recipes.items():
         card = ["card", str(variants[name]), "--name", name, "--recipe", "albor " + " ".join(argv), "--data", str(data)]
-        assert main(card + (["--parent", parent] if parent else [])) == 0, name
+        _albor(card + (["--parent", parent] if parent else []))
     return variants
