@@ -94,7 +94,7 @@ def _where(run_dir: Path) -> str:
 def _fill(disk: Path) -> Path:
     """Fill the tmpfs ``disk`` up to its last few kilobytes; returns the filler file."""
     filler = disk / "filler.bin"
-    with filler.open("wb") as f:
+    with filler.open("wb", buffering=0) as f:  # unbuffered: the write that fails is inside the try, not close's
         chunk = b"\0" * (1 << 16)
         try:
             while True:
