@@ -50,7 +50,8 @@ def test_contracts_check_against_battery(results: Path) -> None:
 
 def test_every_mutant_killed_and_report_graded(results: Path) -> None:
     mutants = LOCAL_RESULTS / "mutants.json"
-    proc = _run("albor", "mutants", "--json", str(mutants))
+    # The battery just ran on this tree: its outcomes are the unpatched copy's.
+    proc = _run("albor", "mutants", "--json", str(mutants), "--baseline", str(results))
     summary = json.loads(mutants.read_text())
     survivors = [m for m in summary["mutants"] if m["runnable"] and not m["killed"]]
     assert proc.returncode == 0 and not survivors, proc.stdout[-4000:]

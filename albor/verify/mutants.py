@@ -27,7 +27,7 @@ from albor.verify.faults import FaultError, faults_of, patched_sources
 from albor.verify.gaps import Gap, load_gaps
 from albor.verify.generated import Workers
 from albor.verify.generated import workers as worker_pool
-from albor.verify.junit import cases_of, outcomes_of
+from albor.verify.junit import cases_of, load_results, outcomes_of
 from albor.verify.layout import GAPS_DIR, ROOT
 
 MUTANT_TIMEOUT_S = 900.0  # the slowest gap's falsifiers take a few minutes on a loaded 2-core machine
@@ -89,13 +89,20 @@ def mutants_of(gaps: list[Gap], gaps_dir: Path = GAPS_DIR) -> list[Mutant]:
     ]
 
 
-def run_mutants(gaps_dir: Path = GAPS_DIR, workers: int | None = None) -> dict:
-    """Run every mutant; returns the JSON-ready summary."""
+def run_mutants(gaps_dir: Path = GAPS_DIR, workers: int | None = None, baseline: Path | None = None) -> dict:
+    """Run every mutant; returns the JSON-ready summary.
+
+    ``baseline`` is the JUnit XML of a battery run of this same tree (as CI has just made): its outcomes
+    stand for the unpatched copy's, instead of running every falsifier once more.
+    """
     mutants = mutants_of(load_gaps(gaps_dir), gaps_dir)
     with worker_pool(workers or os.cpu_count() or 1, ROOT) as pool:
         # Every falsifier once on the unpatched copy: only one that passes there can kill a mutant.
         tests = sorted({f for m in mutants for f in m.falsifiers})
-        clean = outcomes_of(pool.run({"files": {}, "tests": tests, "timeout": MUTANT_TIMEOUT_S * 4})["junit"])
+        if baseline is not None:
+            clean = load_results([baseline])
+        else:
+            clean = outcomes_of(pool.run({"files": {}, "tests": tests, "timeout": MUTANT_TIMEOUT_S * 4})["junit"])
         with ThreadPoolExecutor(max_workers=len(pool.procs)) as threads:
             done = list(threads.map(lambda m: run_mutant(m, pool, clean), mutants))
     where = {"device": device_kind(), "card": card_name(), "date": dt.date.today().isoformat()}
@@ -137,6 +144,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m albor.verify.muta
     )
     parser.add_argument("--json", type=Path, default=MUTANTS_JSON, help="where the summary is written")
     parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="the JUnit XML of a battery run of this same tree: the falsifiers' outcomes without any fault",
+    )
+    parser.add_argument(
         "--generated",
         action="store_true",
         help="run the mutation engine's mutants of each named contract's sources (all contracts when none)",
@@ -173,7 +185,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m albor.verify.muta
         return generated.main(args.components, args.workers, args.sample, out, scope)
     if args.components or args.sample is not None or scope != generated.Scope():
         parser.error("components, --sample, --files and --functions go with --generated")
-    summary = run_mutants(GAPS_DIR)
+    if args.baseline is not None and not args.baseline.is_file():
+        parser.error(f"--baseline {args.baseline}: no such JUnit XML file")
+    summary = run_mutants(GAPS_DIR, baseline=args.baseline)
     write_json_atomic(args.json, summary)
     width = max(len(m["fault"]) for m in summary["mutants"]) if summary["mutants"] else 5
     print(f"{'fault':<{width}}  {'gap':<7}  {'severity':<8}  result")
