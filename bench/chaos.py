@@ -121,16 +121,16 @@ def soak(kills: int, seed: int, disk: Path, work: Path) -> dict:
     events, last_pid = [], None
     for k in range(kills):
         # Wait for a trainer that has logged a step of its own, then kill it a random moment later.
-        while True:
-            assert supervisor.poll() is None, f"the supervisor stopped: {supervisor.stderr.read()[-2000:]}"
+        while supervisor.poll() is None:
             pid, steps = _holder(run_dir), _metrics_steps(run_dir)
             if pid and pid != last_pid and _alive(pid) and steps and steps[-1][0] >= 2:
                 started_at = steps[-1][0]
                 break
             time.sleep(0.02)
-        while _metrics_steps(run_dir)[-1][0] <= started_at:
+        while supervisor.poll() is None and _metrics_steps(run_dir)[-1][0] <= started_at:
             time.sleep(0.01)
-        if steps[-1][0] >= RUN["optim"]["max_steps"] - 2:
+        # The run may finish between two kills: then there is nothing left to kill.
+        if supervisor.poll() is not None or steps[-1][0] >= RUN["optim"]["max_steps"] - 2:
             break
         if k == fill_at:
             filler = _fill(disk)
