@@ -8,7 +8,6 @@ whole and nothing is memory-mapped, so a rank's resident memory does not grow wi
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,20 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
+from albor.data.files import sha256_file
+
 
 def write_npy(array: np.ndarray, path: Path) -> str:
     """Write ``array`` as an ``.npy`` file; returns its sha256."""
     with path.open("wb") as f:
         np.lib.format.write_array(f, np.ascontiguousarray(array), allow_pickle=False)
-    return _sha256(path)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(path)
 
 
 @dataclass(frozen=True)
@@ -52,7 +45,7 @@ class Windows:
         for path, digest, n in zip(paths, digests, rows, strict=True):
             if not path.is_file():
                 raise ValueError(f"{path}: token shard is missing")
-            if _sha256(path) != digest:
+            if sha256_file(path) != digest:
                 raise ValueError(f"{path}: token shard is corrupt or truncated (sha256 differs from the manifest)")
             self._shards.append(self._open(path, n))
         self._starts = np.cumsum([0] + [s.rows for s in self._shards])
