@@ -42,7 +42,12 @@ class Fault:
 
     def files(self) -> list[str]:
         """Repository-relative paths the patch changes."""
-        return re.findall(r"^\+\+\+ b/(\S+)", self.diff, re.M)
+        return files_of(self.diff)
+
+
+def files_of(diff: str) -> list[str]:
+    """Repository-relative paths the unified diff ``diff`` changes."""
+    return re.findall(r"^\+\+\+ b/(\S+)", diff, re.M)
 
 
 def patch_path(gap: Gap, name: str, gaps_dir: Path = GAPS_DIR) -> Path:

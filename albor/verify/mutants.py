@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import re
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -23,7 +22,7 @@ from albor.hardware import card_name, device_kind
 from albor.io import write_json_atomic
 from albor.verify import generated
 from albor.verify.battery import LOCAL_RESULTS
-from albor.verify.faults import FaultError, faults_of, patched_sources
+from albor.verify.faults import FaultError, faults_of, files_of, patched_sources
 from albor.verify.gaps import Gap, load_gaps
 from albor.verify.generated import Workers
 from albor.verify.generated import workers as worker_pool
@@ -59,7 +58,7 @@ def run_mutant(m: Mutant, pool: Workers, clean: dict[str, str], root: Path = ROO
         m.detail = f"ERROR: without the fault these falsifiers fail already: {', '.join(broken[:3])}"
         return m
     try:
-        files = patched_sources(m.diff, re.findall(r"^\+\+\+ b/(\S+)", m.diff, re.M), root)
+        files = patched_sources(m.diff, files_of(m.diff), root)
     except FaultError as e:
         m.detail = f"ERROR: the patch does not apply: {e}"
         return m
