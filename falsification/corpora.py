@@ -102,8 +102,8 @@ def true_repository(repos: dict[str, dict[str, str]]) -> dict[str, str]:
 
 
 # Real standard-library source: packages with subpackages, single modules, and files that hold the
-# special tokens' text (lib2to3's grammar converter, zoneinfo).
-STDLIB_PARTS = ("json", "concurrent", "zoneinfo", "lib2to3/pgen2", "textwrap.py", "colorsys.py", "keyword.py")
+# special tokens' text (zoneinfo).
+STDLIB_PARTS = ("json", "concurrent", "zoneinfo", "importlib/metadata", "textwrap.py", "colorsys.py", "keyword.py")
 
 
 def stdlib_sample() -> dict[str, str]:
@@ -112,6 +112,9 @@ def stdlib_sample() -> dict[str, str]:
     files: dict[str, str] = {}
     for part in STDLIB_PARTS:
         found = [root / part] if part.endswith(".py") else sorted((root / part).rglob("*.py"))
+        # A distribution may split a module off its standard library (Debian's lib2to3): say which.
+        if not all(path.is_file() for path in found) or not found:
+            raise FileNotFoundError(f"{root / part}: not in this interpreter's standard library")
         for path in found:
             files[path.relative_to(root).as_posix()] = path.read_text(encoding="utf-8")
     return files

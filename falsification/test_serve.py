@@ -48,6 +48,8 @@ def _start(model: Path, port: int) -> subprocess.Popen[str]:
 @pytest.fixture(scope="module")
 def f16(random_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     need("llama_cpp")
+    need("llama_cpp.server.app")  # the server's own dependencies: fastapi, sse-starlette, starlette-context
+    need("uvicorn")
     need("httpx")
     from albor.export.export_gguf import export_gguf
 

@@ -181,7 +181,7 @@ class Trainer:
         model = self._build_model(init_ckpt)
         model.to(self.device)
         if self.sharded:
-            fsdp.shard(model, model.blocks, self.bf16 and self.device.type == "cuda")
+            fsdp.shard(model, model.blocks, self.device, self.bf16)
         n_windows = len(self.train_windows)
         self.state = TrainState(
             model=model,
