@@ -12,6 +12,7 @@ tokenizes the same way), so a prompt becomes the same ids on either backend.
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -82,18 +83,29 @@ def gguf_tokenizer(path: Path) -> Tokenizer:
 
 
 class LlamaCppSession:
-    """A sequence in a llama.cpp context: tokens are decoded into its KV cache."""
+    """A sequence in a llama.cpp context: tokens are decoded into its KV cache through llama.cpp's C API
+    (``llama_decode``), as bare llama.cpp does; ``Llama.eval`` would add a Python batch loop and a
+    logits copy per token."""
 
     def __init__(self, llm: Llama) -> None:
         import llama_cpp
 
-        self.llm = llm
-        self.llm.reset()
-        self._logits = llama_cpp.llama_get_logits_ith
+        self._c = llama_cpp
+        self._ctx = llm.ctx
+        self._n_batch = llm.n_batch
+        self._n_vocab = llm.n_vocab()
+        llm.reset()  # llama-cpp-python's own record of the cached tokens, which this session clears
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self._ctx), True)
 
     def feed(self, ids: Sequence[int]) -> torch.Tensor:
-        self.llm.eval(list(ids))
-        row = np.ctypeslib.as_array(self._logits(self.llm.ctx, -1), shape=(self.llm.n_vocab(),))
+        c = self._c
+        for start in range(0, len(ids), self._n_batch):
+            chunk = ids[start : start + self._n_batch]
+            tokens = (ctypes.c_int32 * len(chunk))(*chunk)
+            code = c.llama_decode(self._ctx, c.llama_batch_get_one(tokens, len(chunk)))
+            if code != 0:
+                raise RuntimeError(f"llama_decode returned {code} for {len(chunk)} tokens")
+        row = np.ctypeslib.as_array(c.llama_get_logits_ith(self._ctx, -1), shape=(self._n_vocab,))
         return torch.from_numpy(row.copy())
 
 
@@ -109,8 +121,9 @@ class LlamaCppBackend:
         if not path.is_file():
             raise ValueError(f"{path}: no such GGUF file")
         self.tokenizer = gguf_tokenizer(path)
+        # flash_attn: llama.cpp's own default turns it on where the CPU supports it; llama-cpp-python's turns it off.
         self.llm = llama_cpp.Llama(
-            model_path=str(path), n_ctx=0, n_threads=threads, n_threads_batch=threads, verbose=False
+            model_path=str(path), n_ctx=0, n_threads=threads, n_threads_batch=threads, flash_attn=True, verbose=False
         )
         # llama.cpp pads its context to a multiple of 256; the model knows only its trained positions (ALB-216).
         self.max_seq_len = llama_cpp.llama_model_n_ctx_train(self.llm.model)

@@ -113,7 +113,9 @@ def create_app(model: Path, threads: int | None = None, port: int = 8080) -> Any
     if not Path(model).is_file():
         raise ValueError(f"{model}: no such GGUF file")
     n_threads = threads or -1  # -1: every core (the server's own convention)
-    settings = ModelSettings(model=str(model), n_ctx=0, n_threads=n_threads, n_threads_batch=n_threads, verbose=False)
+    settings = ModelSettings(
+        model=str(model), n_ctx=0, n_threads=n_threads, n_threads_batch=n_threads, flash_attn=True, verbose=False
+    )
     # The server's model loader builds llama_cpp.Llama; while the app is made it builds Albor's subclass.
     with mock.patch.object(llama_cpp, "Llama", albor_llama()):
         app = server.create_app(server_settings=ServerSettings(host=HOST, port=port), model_settings=[settings])

@@ -14,7 +14,8 @@ new tokens:
 
 Beside each: ms/token, prompt tok/s, the bytes one token reads (the GGUF file, or the weights) and those
 bytes per second as a share of the read bandwidth measured in the same run. Each figure is the best of
-``--repeats`` runs (the machine is shared). Prints one JSON line per figure, then Markdown tables.
+``--repeats`` runs (the machine is shared); bare and Albor's llama.cpp runs on one file take
+turns. Prints one JSON line per figure, then Markdown tables.
 
     python bench/cpu_decode.py --threads 2
 """
@@ -30,6 +31,7 @@ import platform
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -53,10 +55,14 @@ def cpu_name() -> str:
     return platform.processor()
 
 
-def best(fn: Callable[[], tuple[float, float]], repeats: int) -> tuple[float, float]:
-    """(prompt tok/s, ms/token), each the best of ``repeats`` runs."""
-    runs = [fn() for _ in range(repeats)]
-    return max(r[0] for r in runs), min(r[1] for r in runs)
+def best(fns: list[Callable[[], tuple[float, float]]], repeats: int) -> list[tuple[float, float]]:
+    """(prompt tok/s, ms/token) of each of ``fns``, each the best of ``repeats`` runs. The runs take turns,
+    so that a change in the machine's load between them falls on every engine alike."""
+    runs: list[list[tuple[float, float]]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for out, fn in zip(runs, fns, strict=True):
+            out.append(fn())
+    return [(max(r[0] for r in out), min(r[1] for r in out)) for out in runs]
 
 
 def time_stream(tokens: Iterator[int], n_prompt: int) -> tuple[float, float]:
@@ -103,8 +109,12 @@ def decode_bytes(model: Decoder, linear_bytes: float = 4.0) -> int:
     return int(linears * linear_bytes + (2 * cfg.n_layers + 1 + 1) * cfg.d_model * 4)
 
 
-def bare_llama_cpp(path: Path, prompt: list[int], new: int, threads: int) -> Callable[[], tuple[float, float]]:
-    """llama.cpp's C API alone: decode the prompt, then one token at a time with its greedy sampler."""
+@contextmanager
+def bare_llama_cpp(
+    path: Path, prompt: list[int], new: int, threads: int
+) -> Iterator[Callable[[], tuple[float, float]]]:
+    """llama.cpp's C API alone, with its default context settings: decode the prompt, then one token at a
+    time with its greedy sampler. The model and context are freed on exit."""
     import llama_cpp as L
 
     model = L.llama_model_load_from_file(str(path).encode(), L.llama_model_default_params())
@@ -124,7 +134,12 @@ def bare_llama_cpp(path: Path, prompt: list[int], new: int, threads: int) -> Cal
             one = (ctypes.c_int32 * 1)(token)
             L.llama_decode(ctx, L.llama_batch_get_one(one, 1))
 
-    return lambda: time_stream(tokens(), len(prompt))
+    try:
+        yield lambda: time_stream(tokens(), len(prompt))
+    finally:
+        L.llama_sampler_free(sampler)
+        L.llama_free(ctx)
+        L.llama_model_free(model)
 
 
 def hf_peer(model: Decoder, dynamic_int8: bool) -> nn.Module:
@@ -210,20 +225,21 @@ def main() -> None:
     tokenizer = train_tokenizer(["def f(x):\n    return x + 1\n"] * 16, 300)
     rows = []
 
-    def record(preset: str, engine: str, nbytes: int, fn: Callable[[], tuple[float, float]]) -> None:
-        tps, ms = best(fn, args.repeats)
-        gbs = nbytes / (ms / 1e3) / 1e9
-        row = {
-            "preset": preset,
-            "engine": engine,
-            "ms/token": ms,
-            "prompt tok/s": tps,
-            "MB": nbytes / MB,
-            "GB/s": gbs,
-            "of read bw": gbs / bw["read"],
-        }
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+    def record(preset: str, engines: dict[str, tuple[int, Callable[[], tuple[float, float]]]]) -> None:
+        figures = best([fn for _, fn in engines.values()], args.repeats)
+        for (engine, (nbytes, _)), (tps, ms) in zip(engines.items(), figures, strict=True):
+            gbs = nbytes / (ms / 1e3) / 1e9
+            row = {
+                "preset": preset,
+                "engine": engine,
+                "ms/token": ms,
+                "prompt tok/s": tps,
+                "MB": nbytes / MB,
+                "GB/s": gbs,
+                "of read bw": gbs / bw["read"],
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
 
     for preset in args.presets:
         model = random_model(preset)
@@ -232,15 +248,10 @@ def main() -> None:
                 path = write_gguf(model, tokenizer, Path(tmp) / f"{preset}-{kind}.gguf", kind)
                 size = path.stat().st_size
                 name = kind.upper()
-                record(preset, f"bare llama.cpp {name}", size, bare_llama_cpp(path, prompt, args.new, args.threads))
-                gc.collect()
                 backend = LlamaCppBackend(path, threads=args.threads)
-                record(
-                    preset,
-                    f"albor llama.cpp {name}",
-                    size,
-                    lambda b=backend: time_stream(generate(b, prompt, args.new, eos_id=None), len(prompt)),
-                )
+                with bare_llama_cpp(path, prompt, args.new, args.threads) as bare:
+                    albor = lambda b=backend: time_stream(generate(b, prompt, args.new, eos_id=None), len(prompt))  # noqa: E731
+                    record(preset, {f"bare llama.cpp {name}": (size, bare), f"albor llama.cpp {name}": (size, albor)})
                 del backend
                 gc.collect()
         if "torch" not in args.skip:
@@ -249,24 +260,16 @@ def main() -> None:
                 if quant != "fp32":
                     quantize_decoder(m, 8 if quant == "int8" else 4)
                 nbytes = decode_bytes(m, {"fp32": 4.0, "int8": 1.0, "int4": 0.5 + 8 / 32}[quant])
-                record(
-                    preset,
-                    f"albor torch {quant}",
-                    nbytes,
-                    lambda m=m: time_stream(generate(m, prompt, args.new, eos_id=None), len(prompt)),
-                )
+                decode = lambda m=m: time_stream(generate(m, prompt, args.new, eos_id=None), len(prompt))  # noqa: E731
+                record(preset, {f"albor torch {quant}": (nbytes, decode)})
                 del m
                 gc.collect()
         if "hf" not in args.skip:
             for dyn in (False, True):
                 hf = hf_peer(model, dyn)
                 nbytes = decode_bytes(model, 1.0 if dyn else 4.0)
-                record(
-                    preset,
-                    "HF dynamic int8" if dyn else "HF fp32",
-                    nbytes,
-                    lambda hf=hf: time_stream(hf_tokens(hf, prompt, args.new), len(prompt)),
-                )
+                decode = lambda hf=hf: time_stream(hf_tokens(hf, prompt, args.new), len(prompt))  # noqa: E731
+                record(preset, {"HF dynamic int8" if dyn else "HF fp32": (nbytes, decode)})
                 del hf
                 gc.collect()
         if "kernels" not in args.skip:
