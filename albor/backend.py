@@ -91,6 +91,7 @@ class LlamaCppSession:
         import llama_cpp
 
         self._c = llama_cpp
+        self._llm = llm  # owns the context below: it must outlive the session
         self._ctx = llm.ctx
         self._n_batch = llm.n_batch
         self._n_vocab = llm.n_vocab()

@@ -91,6 +91,7 @@ def test_corruption_detected(tmp_path: Path, damage: str) -> None:
 
 
 @pytest.mark.claim("CKPT-003")
+@pytest.mark.slow  # a writer process killed mid-save
 def test_killed_write_leaves_previous_latest(tmp_path: Path) -> None:
     root = tmp_path / "ckpts"
     model, opt = _trained()
@@ -152,6 +153,7 @@ print(json.dumps({"error": error, "left": sorted(p.name for p in root.iterdir())
 
 
 @pytest.mark.claim("CKPT-006")
+@pytest.mark.slow  # a save onto a filesystem that fills up
 def test_a_full_disk_fails_the_save_cleanly_and_says_so(tmp_path: Path) -> None:
     if shutil.which("unshare") is None:
         pytest.skip("needs unshare (util-linux) to mount a small tmpfs in a private mount namespace")

@@ -222,6 +222,7 @@ except preflight.PreflightFailed as e:
 
 
 @pytest.mark.claim("TRAIN-006")
+@pytest.mark.slow  # a trainer process whose preflight runs the battery in a subprocess
 def test_preflight_failure_refuses_and_names_claims(tmp_path: Path) -> None:
     tree = copy_tree(ROOT, tmp_path / "tree")
     apply((GAPS_DIR / "ALB-106" / "rope_disabled.patch").read_text(), tree)
@@ -279,6 +280,7 @@ def test_memory_budget_recomputes_the_same_steps(small_data: Path, tmp_path: Pat
 
 
 @pytest.mark.claim("TRAIN-010")
+@pytest.mark.slow  # two runs under torch.compile
 def test_each_compiled_run_compiles_its_own_step(small_data: Path, tmp_path: Path) -> None:
     cfg = small_config(small_data, tmp_path / "first")
     earlier = Decoder(cfg.model)
