@@ -30,7 +30,7 @@ def test_every_block_and_the_root_are_sharded_and_accumulation_without_sync_adds
         plain = Decoder(CFG)
         model = Decoder(CFG)
         model.load_state_dict(plain.state_dict())
-        fsdp.shard(model, model.blocks, bf16_cuda=False)
+        fsdp.shard(model, model.blocks, torch.device("cpu"), bf16=False)
         assert isinstance(model, FSDPModule) and all(isinstance(b, FSDPModule) for b in model.blocks)
         assert all(isinstance(p, DTensor) for p in model.parameters())
         x = torch.randint(0, CFG.vocab_size, (4, 7), generator=torch.Generator().manual_seed(1))
@@ -50,7 +50,7 @@ def test_a_sharded_save_round_trips_through_full_state(tmp_path: Path) -> None:
         torch.manual_seed(0)
         model = Decoder(CFG)
         expected = {k: v.clone() for k, v in model.state_dict().items()}
-        fsdp.shard(model, model.blocks, bf16_cuda=False)
+        fsdp.shard(model, model.blocks, torch.device("cpu"), bf16=False)
         opt = build_optimizer(model, OptimConfig(warmup_steps=1, max_steps=2))
         tok = tmp_path / "tokenizer.json"
         tok.write_text("{}")
