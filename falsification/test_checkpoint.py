@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -177,3 +178,28 @@ def test_a_full_disk_fails_the_save_cleanly_and_says_so(tmp_path: Path) -> None:
     assert out["error"] and "the disk is full" in out["error"] and "step 2" in out["error"], out
     assert not [n for n in out["left"] if n.startswith(".tmp-")], "the partial checkpoint must not stay"
     assert out["latest"] == out["first"], "the earlier checkpoint stands and is the one to resume from"
+
+
+# The layout DESIGN.md declares ("Checkpoint layout"), which resume tooling, users' scripts and the book's
+# training log read: written out here, not taken from albor.checkpoint's own names.
+DECLARED_FILES = {"model.safetensors", "optimizer.pt", "state.json", "config.yaml", "tokenizer.json", "MANIFEST.json"}
+
+
+@pytest.mark.claim("CKPT-007")
+def test_the_layout_is_the_declared_one(tmp_path: Path) -> None:
+    model, opt = _trained()
+    tok = tmp_path / "tokenizer.json"
+    tiny_tokenizer().save(str(tok))
+    root = tmp_path / "checkpoints"
+    manager = ckpt.CheckpointManager(root, 3, yaml.safe_dump({"model": model.cfg.model_dump()}), tok)
+    manager.save(800, model, opt, {"step": 800})
+    manager.mark_best(800)
+    manager.save(1000, model, opt, {"step": 1000})
+    assert sorted(p.name for p in root.iterdir()) == ["best", "latest", "step-00000800", "step-00001000"]
+    assert os.readlink(root / "latest") == "step-00001000" and os.readlink(root / "best") == "step-00000800"
+    step = root / "step-00001000"
+    assert {p.name for p in step.iterdir()} == DECLARED_FILES
+    manifest = json.loads((step / "MANIFEST.json").read_text())
+    assert manifest == {
+        n: hashlib.sha256((step / n).read_bytes()).hexdigest() for n in DECLARED_FILES - {"MANIFEST.json"}
+    }
