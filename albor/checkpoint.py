@@ -38,7 +38,6 @@ from albor.optim.adamw import build_optimizer
 
 COMMON_FILES = ("state.json", "config.yaml", "tokenizer.json")
 WEIGHT_FILES = ("model.safetensors", "optimizer.pt")  # a sharded checkpoint holds dcp/ instead
-FILES = (*WEIGHT_FILES, *COMMON_FILES)
 PREFIX = "step-"
 
 
