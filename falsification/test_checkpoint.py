@@ -203,3 +203,33 @@ def test_the_layout_is_the_declared_one(tmp_path: Path) -> None:
     assert manifest == {
         n: hashlib.sha256((step / n).read_bytes()).hexdigest() for n in DECLARED_FILES - {"MANIFEST.json"}
     }
+
+
+@pytest.mark.claim("CKPT-008")
+def test_a_save_that_fails_after_the_weights_leaves_nothing_behind(tmp_path: Path) -> None:
+    model, opt = _trained()
+    root = tmp_path / "ckpts"
+    first = _save(root, 1, model, opt, tmp_path)
+    config = yaml.safe_dump({"model": model.cfg.model_dump()})
+    # The weights are written; copying the tokenizer, the next part of the checkpoint, fails.
+    with pytest.raises(ckpt.CheckpointError, match="saving step 2 failed, the write failed") as e:
+        ckpt.save_checkpoint(
+            root, 2, model=model, optimizer=opt, state={"step": 2}, config_yaml=config, tokenizer_path=tmp_path / "none"
+        )
+    assert "FileNotFoundError" in str(e.value) and isinstance(e.value.__cause__, FileNotFoundError)
+    assert sorted(p.name for p in root.iterdir()) == ["latest", "step-00000001"], "the partial folder stayed"
+    assert os.readlink(root / "latest") == first.name
+    ckpt.verify(first)
+
+
+@pytest.mark.claim("CKPT-008")
+def test_a_step_is_never_saved_twice(tmp_path: Path) -> None:
+    model, opt = _trained()
+    root = tmp_path / "ckpts"
+    first = _save(root, 1, model, opt, tmp_path)
+    before = {p.name: p.read_bytes() for p in first.iterdir()}
+    other, other_opt = _trained(seed=1)
+    with pytest.raises(ckpt.CheckpointError, match="step-00000001 exists already"):
+        _save(root, 1, other, other_opt, tmp_path)
+    assert {p.name: p.read_bytes() for p in first.iterdir()} == before
+    assert sorted(p.name for p in root.iterdir()) == ["latest", "step-00000001"]
