@@ -233,3 +233,38 @@ def test_a_step_is_never_saved_twice(tmp_path: Path) -> None:
         _save(root, 1, other, other_opt, tmp_path)
     assert {p.name: p.read_bytes() for p in first.iterdir()} == before
     assert sorted(p.name for p in root.iterdir()) == ["latest", "step-00000001"]
+
+
+@pytest.mark.claim("CKPT-009")
+def test_an_unsharded_checkpoint_loads_into_a_sharded_model(tmp_path: Path) -> None:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    from albor.train import distributed, fsdp
+
+    model, opt = _trained()
+    optim = OptimConfig(warmup_steps=1, max_steps=10)
+    tok = tmp_path / "tokenizer.json"
+    tiny_tokenizer().save(str(tok))
+    config = yaml.safe_dump({"model": model.cfg.model_dump(), "optim": optim.model_dump()})
+    path = ckpt.save_checkpoint(
+        tmp_path / "ckpts", 3, model=model, optimizer=opt, state={"step": 3}, config_yaml=config, tokenizer_path=tok
+    )
+    full = StateDictOptions(full_state_dict=True)
+    group = distributed.init("cpu", sharded=True)  # a process group of one, as an FSDP run on one process has
+    try:
+        torch.manual_seed(1)
+        sharded = Decoder(ModelConfig(**SMALL))
+        fsdp.shard(sharded, sharded.blocks, torch.device("cpu"), bf16=False)
+        sharded_opt = build_optimizer(sharded, optim)
+        assert ckpt.load_checkpoint(path, sharded, sharded_opt) == {"step": 3}
+        weights, moments = get_state_dict(sharded, sharded_opt, options=full)
+        _, saved_moments = get_state_dict(model, opt, options=full)
+    finally:
+        distributed.shutdown(group)
+    assert weights.keys() == model.state_dict().keys()
+    for name, w in model.state_dict().items():
+        assert torch.equal(weights[name], w), name
+    assert moments["state"].keys() == saved_moments["state"].keys()
+    for name, state in saved_moments["state"].items():
+        for key, value in state.items():
+            assert torch.equal(torch.as_tensor(moments["state"][name][key]), torch.as_tensor(value)), (name, key)
