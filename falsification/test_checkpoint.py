@@ -268,3 +268,99 @@ def test_an_unsharded_checkpoint_loads_into_a_sharded_model(tmp_path: Path) -> N
     for name, state in saved_moments["state"].items():
         for key, value in state.items():
             assert torch.equal(torch.as_tensor(moments["state"][name][key]), torch.as_tensor(value)), (name, key)
+
+
+def _corrupt(path: Path) -> None:
+    data = bytearray((path / "state.json").read_bytes())
+    data[0] ^= 0x20
+    (path / "state.json").write_bytes(bytes(data))
+
+
+@pytest.mark.claim("CKPT-010")
+def test_any_path_of_a_run_resolves_to_its_newest_valid_checkpoint(tmp_path: Path) -> None:
+    model, opt = _trained()
+    run = tmp_path / "run"
+    root = run / "checkpoints"
+    first, second = (_save(root, step, model, opt, tmp_path) for step in (1, 2))
+    _corrupt(second)
+    with pytest.warns(UserWarning, match=second.name):
+        assert ckpt.resolve(run) == first.resolve()
+    with pytest.warns(UserWarning, match=second.name):
+        assert ckpt.resolve(root) == first.resolve()
+    assert ckpt.resolve(second) == second.resolve(), "a checkpoint named directly is that checkpoint"
+    with pytest.raises(ckpt.CheckpointError, match=r"none: no such checkpoint or run directory"):
+        ckpt.resolve(tmp_path / "none")
+    _corrupt(first)
+    with (
+        pytest.warns(UserWarning),
+        pytest.raises(ckpt.CheckpointError, match=r"run: holds no checkpoint that verifies"),
+    ):
+        ckpt.resolve(run)
+
+
+@pytest.mark.claim("CKPT-010")
+def test_recover_moves_every_newer_corrupt_checkpoint_aside(tmp_path: Path) -> None:
+    model, opt = _trained()
+    tok = tmp_path / "tokenizer.json"
+    tiny_tokenizer().save(str(tok))
+    root = tmp_path / "checkpoints"
+    manager = ckpt.CheckpointManager(root, 5, yaml.safe_dump({"model": model.cfg.model_dump()}), tok)
+    good, bad, worse = (manager.save(step, model, opt, {"step": step}) for step in (1, 2, 3))
+    manager.mark_best(3)
+    (root / "corrupt-step-00000003").mkdir()  # an earlier recovery's leftover holds the first name
+    _corrupt(bad)
+    _corrupt(worse)
+    with pytest.warns(UserWarning) as seen:
+        assert manager.recover() == good
+    said = " ".join(str(w.message) for w in seen)
+    assert (
+        "step-00000003 aside to corrupt-step-00000003-2" in said
+        and "step-00000002 aside to corrupt-step-00000002" in said
+    )
+    names = sorted(p.name for p in root.iterdir())
+    assert names == [
+        "corrupt-step-00000002",
+        "corrupt-step-00000003",
+        "corrupt-step-00000003-2",
+        "latest",
+        "step-00000001",
+    ]
+    assert os.readlink(root / "latest") == good.name, "latest names the checkpoint recovered"
+    assert manager.latest() == good and manager.any()
+    assert manager.load(good, *_trained(seed=1)) == {"step": 1}
+    # A second save of the steps moved aside is possible again, and none is ever listed.
+    assert manager.save(2, model, opt, {"step": 2}).name == "step-00000002"
+    assert [p.name for p in ckpt.list_checkpoints(root)] == ["step-00000001", "step-00000002"]
+
+
+@pytest.mark.claim("CKPT-011")
+def test_a_checkpoint_loads_for_inference_with_its_own_tokenizer(tmp_path: Path) -> None:
+    model, opt = _trained()
+    tok = tmp_path / "tokenizer.json"
+    tiny_tokenizer().save(str(tok))
+    config = yaml.safe_dump({"model": model.cfg.model_dump()})
+    data = tmp_path / "data"
+    path = ckpt.save_checkpoint(
+        tmp_path / "run" / "checkpoints",
+        4,
+        model=model,
+        optimizer=opt,
+        state={"step": 4, "data_dir": str(data)},
+        config_yaml=config,
+        tokenizer_path=tok,
+    )
+    inf = ckpt.load_for_inference(tmp_path / "run")
+    assert inf.path == path.resolve() and inf.data_dir == data and inf.model_config == model.cfg
+    assert not inf.model.training, "loaded for inference: eval mode"
+    assert next(inf.model.parameters()).device.type == "cpu"
+    for (name, a), b in zip(model.state_dict().items(), inf.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert inf.tokenizer.to_str() == tiny_tokenizer().to_str()
+    ids = torch.randint(0, SMALL["vocab_size"], (2, 9))
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(inf.model(ids), model(ids))
+    no_data = ckpt.save_checkpoint(
+        tmp_path / "other", 1, model=model, optimizer=opt, state={"step": 1}, config_yaml=config, tokenizer_path=tok
+    )
+    assert ckpt.load_for_inference(no_data).data_dir is None
