@@ -44,6 +44,14 @@ def _save(root: Path, step: int, model: Decoder, opt: torch.optim.Optimizer, tmp
     )
 
 
+def _manager(tmp: Path, model: Decoder, keep_last: int) -> tuple[Path, ckpt.CheckpointManager]:
+    """``tmp/checkpoints`` and a manager of it, with the model's config and a tokenizer."""
+    tok = tmp / "tokenizer.json"
+    tiny_tokenizer().save(str(tok))
+    root = tmp / "checkpoints"
+    return root, ckpt.CheckpointManager(root, keep_last, yaml.safe_dump({"model": model.cfg.model_dump()}), tok)
+
+
 def _same_optimizer_state(a: dict, b: dict) -> bool:
     if a["state"].keys() != b["state"].keys() or a["param_groups"] != b["param_groups"]:
         return False
@@ -188,10 +196,7 @@ DECLARED_FILES = {"model.safetensors", "optimizer.pt", "state.json", "config.yam
 @pytest.mark.claim("CKPT-007")
 def test_the_layout_is_the_declared_one(tmp_path: Path) -> None:
     model, opt = _trained()
-    tok = tmp_path / "tokenizer.json"
-    tiny_tokenizer().save(str(tok))
-    root = tmp_path / "checkpoints"
-    manager = ckpt.CheckpointManager(root, 3, yaml.safe_dump({"model": model.cfg.model_dump()}), tok)
+    root, manager = _manager(tmp_path, model, 3)
     manager.save(800, model, opt, {"step": 800})
     manager.mark_best(800)
     manager.save(1000, model, opt, {"step": 1000})
@@ -301,10 +306,7 @@ def test_any_path_of_a_run_resolves_to_its_newest_valid_checkpoint(tmp_path: Pat
 @pytest.mark.claim("CKPT-010")
 def test_recover_moves_every_newer_corrupt_checkpoint_aside(tmp_path: Path) -> None:
     model, opt = _trained()
-    tok = tmp_path / "tokenizer.json"
-    tiny_tokenizer().save(str(tok))
-    root = tmp_path / "checkpoints"
-    manager = ckpt.CheckpointManager(root, 5, yaml.safe_dump({"model": model.cfg.model_dump()}), tok)
+    root, manager = _manager(tmp_path, model, 5)
     good, bad, worse = (manager.save(step, model, opt, {"step": step}) for step in (1, 2, 3))
     manager.mark_best(3)
     (root / "corrupt-step-00000003").mkdir()  # an earlier recovery's leftover holds the first name
