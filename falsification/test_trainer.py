@@ -239,6 +239,31 @@ def test_preflight_failure_refuses_and_names_claims(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "preflight.json").read_text())["status"] == "skipped"
 
 
+LAUNCHED = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}
+SEES_NO_JOB = f"""
+import os
+
+
+def test_the_battery_sees_no_distributed_job():
+    seen = {{k: os.environ[k] for k in {sorted(LAUNCHED)!r} if k in os.environ}}
+    assert not seen and not any(k.startswith("TORCHELASTIC_") for k in os.environ), seen
+"""
+
+
+@pytest.mark.claim("TRAIN-024")
+def test_a_ranks_preflight_battery_is_not_part_of_its_job(tmp_path: Path, monkeypatch) -> None:
+    # Rank 0 of a torchrun job runs the preflight; its trainers must not join (or wait for) that job's group.
+    for key, value in LAUNCHED.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job")
+    check = tmp_path / "test_sees_no_job.py"
+    check.write_text(SEES_NO_JOB)
+    real = preflight.battery_command
+    monkeypatch.setattr(preflight, "battery_command", lambda xml: [*real(xml)[:3], str(check), *real(xml)[4:]])
+    record = preflight.run_preflight(tmp_path / "run", enabled=True)
+    assert record["status"] == "passed" and record["failed_tests"] == [], record
+
+
 @pytest.mark.claim("TRAIN-007")
 @pytest.mark.slow
 def test_two_ranks_equal_one_rank_accumulating(small_data: Path, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ or the command and the end of its output); turning preflight off is allowed, lou
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 import time
@@ -24,6 +25,14 @@ from albor.io import write_json_atomic
 SKIP_WARNING = "preflight was turned off: this run was NOT checked by the falsification battery on its device"
 BATTERY = "falsification"
 NEEDS = ("pytest", "hypothesis", BATTERY)
+
+
+# torchrun's description of the job. The battery's trainers read it, so a battery that inherited it from a
+# rank would have them join the job's own process group (ALB-285).
+LAUNCHER_VARS = frozenset(
+    {"RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK"}
+    | {"ROLE_WORLD_SIZE", "ROLE_NAME", "MASTER_ADDR", "MASTER_PORT"}
+)
 
 
 class PreflightFailed(RuntimeError):
@@ -49,6 +58,11 @@ def battery_command(xml: Path, fast: bool = True) -> list[str]:
     # junit_family xunit1 keeps the claim properties in the XML (xunit2 drops record_property).
     cmd += ["-o", "junit_family=xunit1"]
     return [*cmd, f"--junitxml={xml}", *(["-m", "not slow"] if fast else [])]
+
+
+def battery_env() -> dict[str, str]:
+    """This process's environment without the launcher's description of a distributed job."""
+    return {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARS and not k.startswith("TORCHELASTIC_")}
 
 
 def _node_id(classname: str, name: str) -> str:
@@ -95,7 +109,7 @@ def run_preflight(run_dir: Path, enabled: bool) -> dict[str, Any]:
     cmd = battery_command(xml)
     print(f"preflight: the battery's fast tier on {record['device']} ({record['card']}) ...", flush=True)
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=run_dir, capture_output=True, text=True, check=False)
+    proc = subprocess.run(cmd, cwd=run_dir, env=battery_env(), capture_output=True, text=True, check=False)
     if not xml.is_file() or proc.returncode not in (0, 1):
         reason = (
             f"the battery did not run to the end (pytest exit {proc.returncode}); command: {' '.join(cmd)}\n"
