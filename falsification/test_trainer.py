@@ -251,6 +251,7 @@ def test_the_battery_sees_no_distributed_job():
 
 
 @pytest.mark.claim("TRAIN-024")
+@pytest.mark.slow  # the preflight runs pytest in a subprocess
 def test_a_ranks_preflight_battery_is_not_part_of_its_job(tmp_path: Path, monkeypatch) -> None:
     # Rank 0 of a torchrun job runs the preflight; its trainers must not join (or wait for) that job's group.
     for key, value in LAUNCHED.items():
