@@ -113,7 +113,7 @@ def stdlib_sample() -> dict[str, str]:
     for part in STDLIB_PARTS:
         found = [root / part] if part.endswith(".py") else sorted((root / part).rglob("*.py"))
         # A distribution may split a module off its standard library (Debian's lib2to3): say which.
-        if not all(path.is_file() for path in found) or not found:
+        if not found or not found[0].is_file():
             raise FileNotFoundError(f"{root / part}: not in this interpreter's standard library")
         for path in found:
             files[path.relative_to(root).as_posix()] = path.read_text(encoding="utf-8")

@@ -13,12 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
 from albor import checkpoint as ckpt
 from albor.config import ModelConfig, OptimConfig
 from albor.data.synthetic import tiny_tokenizer
 from albor.model import Decoder
 from albor.optim.adamw import build_optimizer
+from albor.train import distributed, fsdp
 
 SMALL = dict(name="t", n_layers=2, d_model=24, n_heads=4, n_kv_heads=2, d_ff=40, vocab_size=61, max_seq_len=16)
 
@@ -242,10 +244,6 @@ def test_a_step_is_never_saved_twice(tmp_path: Path) -> None:
 
 @pytest.mark.claim("CKPT-009")
 def test_an_unsharded_checkpoint_loads_into_a_sharded_model(tmp_path: Path) -> None:
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
-
-    from albor.train import distributed, fsdp
-
     model, opt = _trained()
     optim = OptimConfig(warmup_steps=1, max_steps=10)
     tok = tmp_path / "tokenizer.json"
