@@ -26,6 +26,7 @@ import ast
 import datetime as dt
 import hashlib
 import json
+import os
 import queue
 import subprocess
 import sys
@@ -192,10 +193,19 @@ class Workers:
         self._free: queue.Queue[subprocess.Popen[str]] = queue.Queue()
         self.procs: list[subprocess.Popen[str]] = []
         script = Path(mutant_worker.__file__)
+        env = dict(os.environ)
+        if device_kind() == "cpu":
+            # Without CUDA the kernels run in Triton's interpreter (as falsification/settings.py sets for
+            # the tests); the worker reads it before importing triton and cannot ask torch itself.
+            env.setdefault("TRITON_INTERPRET", "1")
         for i in range(n):
             tree = copy_tree(root, Path(self._tmp.name) / f"w{i}" / "tree")
             proc = subprocess.Popen(
-                [sys.executable, str(script), str(tree)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+                [sys.executable, str(script), str(tree)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                env=env,
             )
             assert proc.stdout is not None
             if json.loads(proc.stdout.readline() or "{}").get("ready") is not True:

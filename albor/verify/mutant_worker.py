@@ -50,14 +50,11 @@ SITECUSTOMIZE = "import coverage\n\ncoverage.process_startup()\n"
 def preload() -> None:
     """Import the heavy libraries and pytest's plugins, so that no forked child pays for them.
 
-    Triton reads TRITON_INTERPRET when it is imported: without CUDA the kernels run in its interpreter
-    (falsification/settings.py sets it for the tests), so it is set here first, or every kernel
-    falsifier would fail in the children (jitted helpers called from a kernel are not interpreted).
+    Nothing here may ask torch about CUDA: ``torch.cuda.is_available()`` initialises CUDA in the asking
+    process, and a child forked after that cannot use the GPU, so every CUDA falsifier would fail in
+    the jobs. Triton reads TRITON_INTERPRET when it is imported, so the runner that starts the worker
+    sets it on a machine without CUDA (``albor.verify.generated.Workers``).
     """
-    import torch
-
-    if not torch.cuda.is_available():
-        os.environ.setdefault("TRITON_INTERPRET", "1")
     plugins = [ep.value.partition(":")[0] for ep in importlib.metadata.entry_points(group="pytest11")]
     for name in [*PRELOAD, *plugins]:
         with contextlib.suppress(ImportError):
