@@ -12,6 +12,7 @@ import errno
 import hashlib
 import json
 import os
+import pickle
 import shutil
 import warnings
 from dataclasses import dataclass
@@ -94,7 +95,7 @@ def save_checkpoint(
         crash_point("checkpoint", step)
     except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError of its zip writer
         shutil.rmtree(tmp, ignore_errors=True)
-        raise CheckpointError(_write_failure(root, step, e)) from e
+        raise CheckpointError(_write_failure(tmp, step, e)) from e
     return complete(tmp, step, state, config_yaml, tokenizer_path)
 
 
@@ -125,7 +126,7 @@ def complete(tmp: Path, step: int, state: dict[str, Any], config_yaml: str, toke
             fsync_dir(folder)
     except (OSError, RuntimeError) as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise CheckpointError(_write_failure(root, step, e)) from e
+        raise CheckpointError(_write_failure(tmp, step, e)) from e
     os.rename(tmp, final)
     fsync_dir(root)
     crash_point("link", step)
@@ -133,13 +134,18 @@ def complete(tmp: Path, step: int, state: dict[str, Any], config_yaml: str, toke
     return final
 
 
-def _write_failure(root: Path, step: int, error: BaseException) -> str:
+def _write_failure(tmp: Path, step: int, error: BaseException) -> str:
+    """What failed in writing ``tmp`` (whose removal was attempted), and what to do."""
+    root = tmp.parent
     free = shutil.disk_usage(root).free
     full = getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or free < (1 << 20)
     why = "the disk is full" if full else "the write failed"
+    # Removal can fail too (a filesystem gone read-only): the folder is never listed or loaded, and the
+    # next save of the step or the next pruning removes it.
+    partial = "was removed" if not tmp.exists() else f"{tmp.name} could not be removed (it is never loaded)"
     return (
         f"{root}: saving step {step} failed, {why} ({type(error).__name__}: {error}; {free:,} bytes free); "
-        "the partial checkpoint was removed and the earlier ones are intact: free space, then --resume"
+        f"the partial checkpoint {partial} and the earlier ones are intact: free space, then --resume"
     )
 
 
@@ -219,7 +225,8 @@ def load_checkpoint(ckpt: Path, model: nn.Module, optimizer: torch.optim.Optimiz
             load_model(model, str(ckpt / "model.safetensors"), strict=True)
             if optimizer is not None:
                 optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
-    except (SafetensorError, RuntimeError, KeyError, ValueError) as e:
+    except (SafetensorError, RuntimeError, KeyError, ValueError, pickle.UnpicklingError) as e:
+        # UnpicklingError: optimizer.pt holds more than tensors and plain data, which torch will not run
         raise CheckpointError(f"{ckpt}: does not fit the model: {type(e).__name__}: {e}") from e
     return json.loads((ckpt / "state.json").read_text())
 

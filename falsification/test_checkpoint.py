@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -18,6 +19,7 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_
 from albor import checkpoint as ckpt
 from albor.config import ModelConfig, OptimConfig
 from albor.data.synthetic import tiny_tokenizer
+from albor.dcp_checkpoint import begin_save
 from albor.model import Decoder
 from albor.optim.adamw import build_optimizer
 from albor.train import distributed, fsdp
@@ -103,7 +105,8 @@ def test_corruption_detected(tmp_path: Path, damage: str) -> None:
 
 @pytest.mark.claim("CKPT-003")
 @pytest.mark.slow  # a writer process killed mid-save
-def test_killed_write_leaves_previous_latest(tmp_path: Path) -> None:
+@pytest.mark.parametrize("point", ["checkpoint", "link"])
+def test_killed_write_leaves_previous_latest(tmp_path: Path, point: str) -> None:
     root = tmp_path / "ckpts"
     model, opt = _trained()
     first = _save(root, 1, model, opt, tmp_path)
@@ -114,12 +117,16 @@ def test_killed_write_leaves_previous_latest(tmp_path: Path) -> None:
         "from falsification.test_checkpoint import _trained, _save\n"
         f"m, o = _trained(); _save(Path({str(root)!r}), 2, m, o, Path({str(tmp_path)!r}))\n"
     )
-    env = {**os.environ, "ALBOR_CRASH_AT": "checkpoint:2"}
+    env = {**os.environ, "ALBOR_CRASH_AT": f"{point}:2"}
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, check=False)
     assert proc.returncode == -9, proc.stderr.decode()[-2000:]
-    assert [p.name for p in ckpt.list_checkpoints(root)] == [first.name]
-    assert (root / "latest").resolve() == first.resolve()
-    assert ckpt.latest_valid(root) == first
+    assert (root / "latest").resolve() == first.resolve(), "latest moves only after the checkpoint is in place"
+    if point == "checkpoint":
+        assert [p.name for p in ckpt.list_checkpoints(root)] == [first.name]
+        assert ckpt.latest_valid(root) == first
+    else:  # killed after the rename: the checkpoint is whole, and resume takes it
+        assert [p.name for p in ckpt.list_checkpoints(root)] == [first.name, "step-00000002"]
+        assert ckpt.latest_valid(root) == root / "step-00000002"
 
 
 @pytest.mark.claim("CKPT-004")
@@ -291,6 +298,8 @@ def test_any_path_of_a_run_resolves_to_its_newest_valid_checkpoint(tmp_path: Pat
     with pytest.warns(UserWarning, match=second.name):
         assert ckpt.resolve(root) == first.resolve()
     assert ckpt.resolve(second) == second.resolve(), "a checkpoint named directly is that checkpoint"
+    copied = shutil.copytree(first, tmp_path / "kept")
+    assert ckpt.resolve(copied) == copied.resolve(), "so is one copied under a name of its own"
     with pytest.raises(ckpt.CheckpointError, match=r"none: no such checkpoint or run directory"):
         ckpt.resolve(tmp_path / "none")
     _corrupt(first)
@@ -364,3 +373,300 @@ def test_a_checkpoint_loads_for_inference_with_its_own_tokenizer(tmp_path: Path)
         tmp_path / "other", 1, model=model, optimizer=opt, state={"step": 1}, config_yaml=config, tokenizer_path=tok
     )
     assert ckpt.load_for_inference(no_data).data_dir is None
+
+
+def _refuse_to_remove(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """A filesystem that will not delete files called ``name`` (as one gone read-only under a save would)."""
+    unlink = os.unlink
+
+    def refusing(path: str | Path, *args: object, **kwargs: object) -> None:
+        if os.fspath(path).endswith(name):
+            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+        return unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", refusing)
+
+
+MIB = 1 << 20
+REMEDY = " and the earlier ones are intact: free space, then --resume"
+
+
+@pytest.mark.claim("CKPT-012")
+@pytest.mark.parametrize(
+    ("code", "free", "why"),
+    [
+        (errno.ENOSPC, 10 << 30, "the disk is full"),
+        (errno.EDQUOT, 10 << 30, "the disk is full"),
+        (errno.EIO, MIB - 1, "the disk is full"),
+        (errno.EIO, MIB, "the write failed"),
+        (errno.EIO, 3 * MIB // 2, "the write failed"),
+    ],
+)
+def test_a_failed_save_says_whether_the_disk_is_full(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, free: int, why: str
+) -> None:
+    model, opt = _trained()
+    root = tmp_path / "ckpts"
+    first = _save(root, 1, model, opt, tmp_path)
+    usage = shutil.disk_usage(root)
+    monkeypatch.setattr(shutil, "disk_usage", lambda _p: usage._replace(free=free))
+
+    def failing_save(*_a: object, **_k: object) -> None:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(ckpt.CheckpointError) as e:
+        _save(root, 2, model, opt, tmp_path)
+    assert str(e.value) == (
+        f"{root}: saving step 2 failed, {why} (OSError: [Errno {code}] {os.strerror(code)}; {free:,} bytes free); "
+        f"the partial checkpoint was removed{REMEDY}"
+    )
+    assert sorted(p.name for p in root.iterdir()) == ["latest", first.name]
+
+
+@pytest.mark.claim("CKPT-012")
+@pytest.mark.parametrize("stage", ["weights", "rest"])
+def test_a_failed_save_whose_folder_cannot_be_removed_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stage: str
+) -> None:
+    model, opt = _trained()
+    root = tmp_path / "ckpts"
+    first = _save(root, 1, model, opt, tmp_path)
+    config = yaml.safe_dump({"model": model.cfg.model_dump()})
+    tok = tmp_path / "tokenizer.json"
+    if stage == "weights":  # optimizer.pt fails, after model.safetensors is written
+        monkeypatch.setattr(torch, "save", lambda *_a, **_k: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error")))
+    else:  # the tokenizer, after both weight files
+        tok = tmp_path / "none"
+    _refuse_to_remove(monkeypatch, "model.safetensors")
+    with pytest.raises(ckpt.CheckpointError) as e:
+        ckpt.save_checkpoint(root, 2, model=model, optimizer=opt, state={}, config_yaml=config, tokenizer_path=tok)
+    assert isinstance(e.value.__cause__, OSError) and not isinstance(e.value.__cause__, PermissionError)
+    kept = "the partial checkpoint .tmp-step-00000002 could not be removed (it is never loaded)"
+    assert str(e.value).endswith(kept + REMEDY)
+    monkeypatch.undo()
+    assert ckpt.list_checkpoints(root) == [first] and ckpt.latest_valid(root) == first
+
+
+@pytest.mark.claim("CKPT-013")
+def test_stale_partial_folders_never_reach_a_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model, opt = _trained()
+    root, manager = _manager(tmp_path, model, 3)
+    manager.save(1, model, opt, {"step": 1})
+    # Partial folders of crashed saves: one of the step about to be saved, one of another step.
+    for step in (2, 7):
+        stale = root / f".tmp-step-{step:08d}"
+        stale.mkdir()
+        (stale / "junk.bin").write_bytes(b"from a crashed save")
+    second = manager.save(2, model, opt, {"step": 2})
+    assert {p.name for p in second.iterdir()} == {"model.safetensors", "optimizer.pt", "state.json", "config.yaml",
+                                                  "tokenizer.json", "MANIFEST.json"}  # fmt: skip
+    assert sorted(p.name for p in root.iterdir()) == ["latest", "step-00000001", "step-00000002"], "pruned"
+    # A stale folder that cannot be wholly removed does not fail the save that prunes it.
+    stale = root / ".tmp-step-00000009"
+    stale.mkdir()
+    (stale / "junk.bin").write_bytes(b"undeletable")
+    _refuse_to_remove(monkeypatch, "junk.bin")
+    third = manager.save(3, model, opt, {"step": 3})
+    monkeypatch.undo()
+    assert ckpt.latest_valid(root) == third and stale.is_dir()
+
+
+@pytest.mark.claim("CKPT-014")
+def test_a_manifest_unreadable_or_incomplete_is_refused(tmp_path: Path) -> None:
+    model, opt = _trained()
+    path = _save(tmp_path / "ckpts", 1, model, opt, tmp_path)
+    manifest = path / "MANIFEST.json"
+    sealed = json.loads(manifest.read_text())
+    manifest.write_text("{not json")
+    with pytest.raises(ckpt.CheckpointError, match=rf"^{manifest}: unreadable manifest \(Expecting"):
+        ckpt.verify(path)
+    for dropped in ("model.safetensors", "optimizer.pt", "state.json", "config.yaml", "tokenizer.json"):
+        manifest.write_text(json.dumps({k: v for k, v in sealed.items() if k != dropped}))
+        with pytest.raises(ckpt.CheckpointError, match=rf"^{manifest}: manifest lacks \['{dropped}'\]$"):
+            ckpt.verify(path)
+
+
+def _sharded_save(root: Path, step: int, model: Decoder, opt: torch.optim.Optimizer, config: str, tok: Path) -> Path:
+    """Step ``step`` of a sharded run on one process, through the calls a sharded trainer makes."""
+    tmp = ckpt.new_checkpoint_dir(root, step)
+    pending = begin_save(
+        tmp, step, model, opt, lambda t: ckpt.complete(t, step, {"step": step}, config, tok), True, lambda: None, None
+    )
+    path = pending.finish()
+    assert path is not None
+    return path
+
+
+@pytest.mark.claim("CKPT-014")
+def test_a_sharded_checkpoint_verifies_and_loads_into_either_kind_of_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    optim = OptimConfig(warmup_steps=1, max_steps=10)
+    tok = tmp_path / "tokenizer.json"
+    tiny_tokenizer().save(str(tok))
+    config = yaml.safe_dump({"model": ModelConfig(**SMALL).model_dump(), "optim": optim.model_dump()})
+    synced: list[Path] = []
+    fsync_dir = ckpt.fsync_dir
+    monkeypatch.setattr(ckpt, "fsync_dir", lambda p: synced.append(Path(p)) or fsync_dir(p))
+    full = StateDictOptions(full_state_dict=True)
+    group = distributed.init("cpu", sharded=True)
+    try:
+
+        def sharded_model(seed: int) -> tuple[Decoder, torch.optim.Optimizer]:
+            torch.manual_seed(seed)
+            m = Decoder(ModelConfig(**SMALL))
+            fsdp.shard(m, m.blocks, torch.device("cpu"), bf16=False)
+            o = build_optimizer(m, optim)
+            x = torch.randint(0, SMALL["vocab_size"], (3, 9))
+            m(x, x).backward()
+            o.step()
+            o.zero_grad()
+            return m, o
+
+        model, opt = sharded_model(0)
+        path = _sharded_save(tmp_path / "ckpts", 5, model, opt, config, tok)
+        ckpt.verify(path)
+        tmp = tmp_path / "ckpts" / ".tmp-step-00000005"
+        assert {tmp, tmp / "dcp"} <= set(synced), "every folder of the checkpoint is fsynced before the rename"
+        saved_weights, saved_moments = get_state_dict(model, opt, options=full)
+        into, into_opt = sharded_model(1)
+        assert ckpt.load_checkpoint(path, into, into_opt) == {"step": 5}
+        weights, moments = get_state_dict(into, into_opt, options=full)
+        evaluated, evaluated_opt = sharded_model(2)  # weights only, as evaluation of a sharded model loads them
+        assert ckpt.load_checkpoint(path, evaluated, None) == {"step": 5}
+        evaluated_weights, _ = get_state_dict(evaluated, evaluated_opt, options=full)
+    finally:
+        distributed.shutdown(group)
+    for name, w in saved_weights.items():
+        assert torch.equal(weights[name], w) and torch.equal(evaluated_weights[name], w), name
+    for name, state in saved_moments["state"].items():
+        for key, value in state.items():
+            assert torch.equal(torch.as_tensor(moments["state"][name][key]), torch.as_tensor(value)), (name, key)
+    plain = Decoder(ModelConfig(**SMALL))
+    assert ckpt.load_checkpoint(path, plain, None) == {"step": 5}
+    for name, w in plain.state_dict().items():
+        assert torch.equal(w, saved_weights[name]), name
+
+
+@pytest.mark.claim("CKPT-015")
+def test_weights_that_do_not_fit_are_refused(tmp_path: Path) -> None:
+    # A tied model's weights under a config that says untied: the head's tensor is missing, and neither a
+    # plain nor a sharded model may take the rest and keep its own random head.
+    model, opt = _trained(tied=True)
+    optim = OptimConfig(warmup_steps=1, max_steps=10)
+    tok = tmp_path / "tokenizer.json"
+    tiny_tokenizer().save(str(tok))
+    untied = {"model": ModelConfig(**SMALL, tie_embeddings=False).model_dump(), "optim": optim.model_dump()}
+    path = ckpt.save_checkpoint(
+        tmp_path / "ckpts", 1, model=model, optimizer=opt, state={}, config_yaml=yaml.safe_dump(untied),
+        tokenizer_path=tok,
+    )  # fmt: skip
+    cause = r"does not fit the model: (SafetensorError|RuntimeError|KeyError|ValueError): \S"
+    with pytest.raises(ckpt.CheckpointError, match=rf"^{path}: {cause}"):
+        ckpt.load_checkpoint(path, Decoder(ModelConfig(**SMALL)), None)
+    group = distributed.init("cpu", sharded=True)
+    try:
+        sharded = Decoder(ModelConfig(**SMALL))
+        fsdp.shard(sharded, sharded.blocks, torch.device("cpu"), bf16=False)
+        with pytest.raises(ckpt.CheckpointError, match=rf"^{path}: {cause}"):
+            ckpt.load_checkpoint(path, sharded, None)
+    finally:
+        distributed.shutdown(group)
+
+
+class _Payload:
+    """Pickles as a call that creates a file: what a crafted optimizer.pt could run."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (open, (str(self.marker), "w"))
+
+
+class _CraftedOptimizer:
+    """Hands save_checkpoint a state dict holding the payload, so the manifest seals it like any other."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def state_dict(self) -> dict:
+        return {"state": {0: {"exp_avg": _Payload(self.marker)}}, "param_groups": []}
+
+
+@pytest.mark.claim("CKPT-015")
+def test_a_pickled_payload_in_the_optimizer_state_never_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # torch's own default refuses such a payload, unless the environment relaxes that default: the loader
+    # must refuse it whatever the environment says.
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    model, _ = _trained()
+    optim = OptimConfig(warmup_steps=1, max_steps=10)
+    tok = tmp_path / "tokenizer.json"
+    tiny_tokenizer().save(str(tok))
+    marker = tmp_path / "payload-ran"
+    config = yaml.safe_dump({"model": model.cfg.model_dump(), "optim": optim.model_dump()})
+    path = ckpt.save_checkpoint(
+        tmp_path / "ckpts", 1, model=model, optimizer=_CraftedOptimizer(marker), state={}, config_yaml=config,
+        tokenizer_path=tok,
+    )  # fmt: skip
+    marker.unlink(missing_ok=True)  # pickling does not run it; only loading may
+    with pytest.raises(ckpt.CheckpointError, match=rf"^{path}: does not fit the model: UnpicklingError"):
+        ckpt.load_checkpoint(path, model, build_optimizer(model, optim))
+    assert not marker.exists(), "loading optimizer.pt ran code it held"
+    group = distributed.init("cpu", sharded=True)
+    try:
+        sharded = Decoder(ModelConfig(**SMALL))
+        fsdp.shard(sharded, sharded.blocks, torch.device("cpu"), bf16=False)
+        with pytest.raises(ckpt.CheckpointError, match="UnpicklingError"):
+            ckpt.load_checkpoint(path, sharded, build_optimizer(sharded, optim))
+    finally:
+        distributed.shutdown(group)
+    assert not marker.exists(), "loading optimizer.pt into a sharded model ran code it held"
+
+
+@pytest.mark.claim("CKPT-010")
+def test_recovery_without_a_best_link_resumes_weights_and_optimizer(tmp_path: Path) -> None:
+    model, opt = _trained()
+    root, manager = _manager(tmp_path, model, 5)
+    good = manager.save(1, model, opt, {"step": 1})
+    _corrupt(manager.save(2, *_trained(seed=2), {"step": 2}))
+    with pytest.warns(UserWarning, match="step-00000002 aside"):
+        assert manager.recover() == good
+    assert not (root / "best").exists() and os.readlink(root / "latest") == good.name
+    fresh, _ = _trained(seed=1)
+    fresh_opt = build_optimizer(fresh, OptimConfig(warmup_steps=1, max_steps=10))
+    assert manager.load(good, fresh, fresh_opt) == {"step": 1}
+    for (name, a), b in zip(model.state_dict().items(), fresh.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert _same_optimizer_state(opt.state_dict(), fresh_opt.state_dict()), "resume restores the optimizer too"
+
+
+@pytest.mark.claim("CKPT-011")
+def test_a_lora_runs_checkpoint_loads_merged_on_the_device_asked(tmp_path: Path) -> None:
+    pytest.importorskip("peft", reason="LoRA needs peft (albor[ladder])")
+    from albor.ladder.lora import LoraSettings, add_lora, lora_layers
+
+    model, _ = _trained()
+    settings = LoraSettings(r=2, alpha=4.0)
+    add_lora(model, settings)
+    torch.manual_seed(3)
+    for _, layer in lora_layers(model):  # trained adapters: B no longer zero
+        for p in layer.lora_B.parameters():
+            torch.nn.init.normal_(p, std=0.5)
+    tok = tmp_path / "tokenizer.json"
+    tiny_tokenizer().save(str(tok))
+    config = yaml.safe_dump({"model": model.cfg.model_dump(), "lora": settings.model_dump()})
+    opt = build_optimizer(model, OptimConfig(warmup_steps=1, max_steps=10))
+    path = ckpt.save_checkpoint(
+        tmp_path / "ckpts", 2, model=model, optimizer=opt, state={}, config_yaml=config, tokenizer_path=tok
+    )
+    inf = ckpt.load_for_inference(path)
+    assert not lora_layers(inf.model), "the adapters are merged into the base weights"
+    assert set(inf.model.state_dict()) == set(Decoder(ModelConfig(**SMALL)).state_dict())
+    ids = torch.randint(0, SMALL["vocab_size"], (2, 9))
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(inf.model(ids), model(ids), rtol=1e-5, atol=1e-5)
+    on_meta = ckpt.load_for_inference(path, "meta").model
+    assert all(p.is_meta for p in on_meta.parameters()) and not on_meta.training, "on the device asked"
