@@ -269,11 +269,15 @@ def test_an_unsharded_checkpoint_loads_into_a_sharded_model(tmp_path: Path) -> N
         assert ckpt.load_checkpoint(path, sharded, sharded_opt) == {"step": 3}
         weights, moments = get_state_dict(sharded, sharded_opt, options=full)
         _, saved_moments = get_state_dict(model, opt, options=full)
+        evaluated = Decoder(ModelConfig(**SMALL))  # weights only, as evaluating a sharded model loads them
+        fsdp.shard(evaluated, evaluated.blocks, torch.device("cpu"), bf16=False)
+        assert ckpt.load_checkpoint(path, evaluated, None) == {"step": 3}
+        evaluated_weights, _ = get_state_dict(evaluated, build_optimizer(evaluated, optim), options=full)
     finally:
         distributed.shutdown(group)
-    assert weights.keys() == model.state_dict().keys()
+    assert weights.keys() == model.state_dict().keys() == evaluated_weights.keys()
     for name, w in model.state_dict().items():
-        assert torch.equal(weights[name], w), name
+        assert torch.equal(weights[name], w) and torch.equal(evaluated_weights[name], w), name
     assert moments["state"].keys() == saved_moments["state"].keys()
     for name, state in saved_moments["state"].items():
         for key, value in state.items():

@@ -57,7 +57,7 @@ def test_gradient_equals_full_batch(device: torch.device) -> None:
     model, batches = _model(device), _micro_batches(device)
     _full_batch(model, batches)
     want = _grads(model)
-    accumulate(batches, _loss_sum(model), list(model.parameters()))
+    accumulate(batches, _loss_sum(model))
     got = _grads(model)
     tol = tolerance("ACCUM-001", torch.float64)
     for (name, _), g, w in zip(model.named_parameters(), got, want, strict=True):
@@ -70,7 +70,7 @@ def test_loss_equals_full_batch(device: torch.device) -> None:
     model, batches = _model(device), _micro_batches(device)
     want = _full_batch(model, batches)
     model.zero_grad(set_to_none=True)
-    got = accumulate(batches, _loss_sum(model), list(model.parameters()))
+    got = accumulate(batches, _loss_sum(model))
     assert rel_err(got, want) <= tolerance("ACCUM-002", torch.float64)
 
 
@@ -83,7 +83,7 @@ def test_data_parallel_average_equals_full_batch(device: torch.device) -> None:
     n_targets = sum(int((y != ops.IGNORE_INDEX).sum()) for _, y in batches)
     per_rank = []
     for rank_batches in ranks:
-        accumulate(rank_batches, _loss_sum(model), list(model.parameters()), n_targets, grad_scale=len(ranks))
+        accumulate(rank_batches, _loss_sum(model), n_targets, grad_scale=len(ranks))
         per_rank.append(_grads(model))
     for (name, _), w, *gs in zip(model.named_parameters(), want, *per_rank, strict=True):
         average = sum(gs) / len(ranks)
@@ -96,11 +96,11 @@ def test_no_targets_refused(device: torch.device) -> None:
     x = torch.zeros(1, T, dtype=torch.long, device=device)
     y = torch.full((1, T), ops.IGNORE_INDEX, device=device)
     with pytest.raises(ValueError, match=r"^the step has no targets to learn from$"):
-        accumulate([(x, y)], _loss_sum(model), list(model.parameters()))
+        accumulate([(x, y)], _loss_sum(model))
     with pytest.raises(ValueError, match=r"^the step has no targets to learn from$"):
-        accumulate([(x, y)], _loss_sum(model), list(model.parameters()), n_targets=0)
+        accumulate([(x, y)], _loss_sum(model), n_targets=0)
     y[0, -1] = 3  # one target, at the last position: the smallest step there is
-    loss = accumulate([(x, y)], _loss_sum(model), list(model.parameters()))
+    loss = accumulate([(x, y)], _loss_sum(model))
     assert rel_err(loss, model(x, y).detach()) <= tolerance("ACCUM-002", torch.float64)
 
 
@@ -130,6 +130,6 @@ def test_no_sync_on_every_micro_batch_but_the_last(device: torch.device, k: int)
         no_sync.seen.append(no_sync.inside)
         return model(x, y, reduction="sum")
 
-    accumulate(batches, loss_sum, list(model.parameters()), no_sync=no_sync)
+    accumulate(batches, loss_sum, no_sync=no_sync)
     assert no_sync.seen == [True] * (k - 1) + [False], "the all-reduce must run exactly once, on the last"
     assert not no_sync.inside

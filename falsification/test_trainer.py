@@ -595,7 +595,14 @@ def test_bf16_runs_the_step_under_autocast(small_data: Path, tmp_path: Path) -> 
         trainer = Trainer(small_config(small_data, tmp_path / precision, precision=precision))
         dtypes = seen.setdefault(precision, set())
         trainer.model.blocks[0].ffn.down.register_forward_hook(lambda _m, _i, out, d=dtypes: d.add(out.dtype))
-        losses[precision] = trainer.train_step().loss
+        # autocast's default dtype is float16 on CUDA and bfloat16 on the CPU: with the CPU's set to float16
+        # too, only a step that asks for bfloat16 by name runs in it.
+        default = torch.get_autocast_dtype(trainer.device.type)
+        torch.set_autocast_dtype(trainer.device.type, torch.float16)
+        try:
+            losses[precision] = trainer.train_step().loss
+        finally:
+            torch.set_autocast_dtype(trainer.device.type, default)
     assert seen == {"fp32": {torch.float32}, "bf16": {torch.bfloat16}}, seen
     assert losses["bf16"] != losses["fp32"], "the same loss in bf16: nothing ran in bf16"
     assert abs(losses["bf16"] - losses["fp32"]) <= tolerance("TRAIN-022", "bfloat16") * losses["fp32"]
@@ -610,3 +617,39 @@ def test_a_sharded_run_that_samples_at_evaluation_ends(small_data: Path, tmp_pat
     train(cfg_path, tmp_path, 2)
     samples = [m for m in _metrics(tmp_path / "default") if m["kind"] == "sample"]
     assert [m["step"] for m in samples] == [2, 4] and all(m["text"] for m in samples), samples
+
+
+@pytest.mark.claim("TRAIN-025")
+def test_a_sharded_step_synchronises_gradients_on_its_last_micro_batch_only(
+    small_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Gradients come out the same either way (a reduce per micro-batch sums to the same), so what is
+    # checked is the switch each micro-batch's forward and backward run under.
+    with Trainer(small_config(small_data, tmp_path, parallel="fsdp", grad_accum=3)) as trainer:
+        sync = [True]
+        set_sync = trainer.model.set_requires_gradient_sync
+        monkeypatch.setattr(
+            trainer.model, "set_requires_gradient_sync", lambda on, **k: (sync.append(on), set_sync(on, **k))[1]
+        )
+        seen: list[bool] = []
+        trainer.model.register_forward_pre_hook(lambda *_: seen.append(sync[-1]))
+        trainer.train_step()
+        trainer.train_step()
+    assert seen == [False, False, True] * 2, seen
+
+
+@pytest.mark.claim("TRAIN-026")
+def test_a_steps_mfu_is_its_throughput_over_the_peak(small_data: Path, tmp_path: Path) -> None:
+    with Trainer(small_config(small_data, tmp_path)) as trainer:
+        off_table = trainer.train_step()
+        trainer.peak_flops = 5e12  # as a card in the peak table would set it
+        m = trainer.train_step()
+        model, cfg = trainer.model, trainer.cfg
+    assert (off_table.mfu, off_table.mfu_with_head) == (None, None), "no peak, no MFU"
+    c = model.cfg
+    # Written out from the parameters themselves: every weight but the embedding and the head, 6 FLOPs each
+    # per token, plus attention's 12·L·d·T; the head's 6·V·d where it is counted.
+    n = sum(p.numel() for name, p in model.named_parameters() if not name.startswith(("embed.", "head.")))
+    flops = 6 * n + 12 * c.n_layers * c.d_model * cfg.data.seq_len
+    assert m.mfu == pytest.approx(m.tok_s * flops / 5e12, rel=1e-12)
+    assert m.mfu_with_head == pytest.approx(m.tok_s * (flops + 6 * c.vocab_size * c.d_model) / 5e12, rel=1e-12)

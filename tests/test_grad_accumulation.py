@@ -50,7 +50,7 @@ def _full(micro, params) -> tuple[torch.Tensor, list[torch.Tensor]]:
 def test_equals_full_batch(step) -> None:
     micro, params = step
     want_loss, want_grads = _full(micro, params)
-    loss = accumulate(micro, _loss_sum(params), params)
+    loss = accumulate(micro, _loss_sum(params))
     assert rel_err(loss, want_loss) <= tolerance("ACCUM-002", torch.float64)
     for p, want in zip(params, want_grads, strict=True):
         assert rel_err(p.grad, want) <= tolerance("ACCUM-001", torch.float64)
@@ -68,7 +68,7 @@ def test_data_parallel_split(step, world: int) -> None:
             continue
         for p in params:
             p.grad = None
-        accumulate(mine, _loss_sum(params), params, n_targets=n_targets, grad_scale=world)
+        accumulate(mine, _loss_sum(params), n_targets=n_targets, grad_scale=world)
         total = [t + p.grad for t, p in zip(total, params, strict=True)]
     for t, want in zip(total, want_grads, strict=True):
         assert rel_err(t / world, want) <= tolerance("ACCUM-003", torch.float64)
@@ -77,11 +77,11 @@ def test_data_parallel_split(step, world: int) -> None:
 @given(steps())
 def test_order_of_micro_batches_irrelevant(step) -> None:
     micro, params = step
-    loss = accumulate(micro, _loss_sum(params), params)
+    loss = accumulate(micro, _loss_sum(params))
     grads = [p.grad.clone() for p in params]
     for p in params:
         p.grad = None
-    assert rel_err(accumulate(micro[::-1], _loss_sum(params), params), loss) <= 1e-13
+    assert rel_err(accumulate(micro[::-1], _loss_sum(params)), loss) <= 1e-13
     for p, g in zip(params, grads, strict=True):
         assert rel_err(p.grad, g) <= 1e-13
 
@@ -98,7 +98,7 @@ def test_no_sync_skips_all_but_last() -> None:
 
     x, w = torch.randn(4, D, dtype=torch.float64), torch.randn(V, D, dtype=torch.float64, requires_grad=True)
     micro = [(x[i : i + 1], torch.tensor([i])) for i in range(4)]
-    accumulate(micro, lambda a, y: ops.linear_cross_entropy(a, w, y, reduction="sum"), [w], no_sync=Recorder)
+    accumulate(micro, lambda a, y: ops.linear_cross_entropy(a, w, y, reduction="sum"), no_sync=Recorder)
     assert len(entered) == 3
 
 
@@ -106,4 +106,4 @@ def test_all_ignored_refused() -> None:
     w = torch.randn(V, D, requires_grad=True)
     y = torch.full((3,), ops.IGNORE_INDEX)
     with pytest.raises(ValueError, match="no targets"):
-        accumulate([(torch.randn(3, D), y)], lambda a, t: ops.linear_cross_entropy(a, w, t, reduction="sum"), [w])
+        accumulate([(torch.randn(3, D), y)], lambda a, t: ops.linear_cross_entropy(a, w, t, reduction="sum"))

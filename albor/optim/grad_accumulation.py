@@ -21,7 +21,6 @@ def count_targets(targets: torch.Tensor) -> int:
 def accumulate(
     micro_batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
     loss_sum: LossSum,
-    params: Sequence[torch.Tensor],
     n_targets: int | None = None,
     grad_scale: float = 1.0,
     no_sync: Callable[[], AbstractContextManager] | None = None,

@@ -365,7 +365,7 @@ class Trainer:
             if self.sharded
             else None
         )
-        loss = accumulate(micro, self._loss_sum, self.params, n_targets, float(self.dist.world), no_sync)
+        loss = accumulate(micro, self._loss_sum, n_targets, float(self.dist.world), no_sync)
         grad_norm = clip_grad_norm(self.params, self.cfg.optim.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
