@@ -119,10 +119,6 @@ REQUIRED: dict[str, Scope] = {
 # out of the committed runs): the report names them as not measured (no score, never counted as met), and an
 # entry must go once a run covering the scope is committed.
 NOT_YET_MEASURED: dict[str, str] = {
-    "checkpoint": "its run is below the 90% floor, so it is not among the committed runs: 2026-12-01, 531 mutants "
-    "in 27 minutes of two cores, 436 killed, 92 survived, 3 equivalent (82.6%); that run, with every survivor's "
-    "diff, is falsification/results/generated/below-floor/checkpoint.json (most survivors in load_checkpoint, "
-    "load_for_inference, complete and _write_failure)",
     "trainer": "a run of the step was stopped after 11 of its 117 mutants: probing the 23 trainer falsifiers took 13 "
     "minutes and each survivor runs all of their cases, so the run needs one to two hours of two cores",
 }
