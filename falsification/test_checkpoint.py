@@ -20,17 +20,33 @@ from albor import checkpoint as ckpt
 from albor.config import ModelConfig, OptimConfig
 from albor.data.synthetic import tiny_tokenizer
 from albor.dcp_checkpoint import begin_save
+from albor.ladder.lora import LoraSettings, add_lora, lora_layers
 from albor.model import Decoder
 from albor.optim.adamw import build_optimizer
 from albor.train import distributed, fsdp
 
 SMALL = dict(name="t", n_layers=2, d_model=24, n_heads=4, n_kv_heads=2, d_ff=40, vocab_size=61, max_seq_len=16)
+OPTIM = OptimConfig(warmup_steps=1, max_steps=10)
+
+
+def _tokenizer(tmp: Path) -> Path:
+    """The tiny tokenizer written to ``tmp/tokenizer.json``, as a run keeps it beside its checkpoints."""
+    tok = tmp / "tokenizer.json"
+    tiny_tokenizer().save(str(tok))
+    return tok
+
+
+def _sharded() -> Decoder:
+    """A fresh SMALL decoder sharded with FSDP2 on the CPU (inside a process group)."""
+    model = Decoder(ModelConfig(**SMALL))
+    fsdp.shard(model, model.blocks, torch.device("cpu"), bf16=False)
+    return model
 
 
 def _trained(tied: bool = False, seed: int = 0) -> tuple[Decoder, torch.optim.Optimizer]:
     torch.manual_seed(seed)
     model = Decoder(ModelConfig(**SMALL, tie_embeddings=tied))
-    opt = build_optimizer(model, OptimConfig(warmup_steps=1, max_steps=10))
+    opt = build_optimizer(model, OPTIM)
     x = torch.randint(0, 61, (3, 9))
     for _ in range(2):
         model(x, x).backward()
@@ -40,8 +56,7 @@ def _trained(tied: bool = False, seed: int = 0) -> tuple[Decoder, torch.optim.Op
 
 
 def _save(root: Path, step: int, model: Decoder, opt: torch.optim.Optimizer, tmp: Path) -> Path:
-    tok = tmp / "tokenizer.json"
-    tiny_tokenizer().save(str(tok))
+    tok = _tokenizer(tmp)
     config = yaml.safe_dump({"model": model.cfg.model_dump()})
     return ckpt.save_checkpoint(
         root, step, model=model, optimizer=opt, state={"step": step}, config_yaml=config, tokenizer_path=tok
@@ -50,8 +65,7 @@ def _save(root: Path, step: int, model: Decoder, opt: torch.optim.Optimizer, tmp
 
 def _manager(tmp: Path, model: Decoder, keep_last: int) -> tuple[Path, ckpt.CheckpointManager]:
     """``tmp/checkpoints`` and a manager of it, with the model's config and a tokenizer."""
-    tok = tmp / "tokenizer.json"
-    tiny_tokenizer().save(str(tok))
+    tok = _tokenizer(tmp)
     root = tmp / "checkpoints"
     return root, ckpt.CheckpointManager(root, keep_last, yaml.safe_dump({"model": model.cfg.model_dump()}), tok)
 
@@ -67,7 +81,7 @@ def test_round_trip_bitwise(tmp_path: Path) -> None:
     model, opt = _trained()
     path = _save(tmp_path / "ckpts", 7, model, opt, tmp_path)
     fresh, _ = _trained(seed=1)
-    fresh_opt = build_optimizer(fresh, OptimConfig(warmup_steps=1, max_steps=10))
+    fresh_opt = build_optimizer(fresh, OPTIM)
     state = ckpt.load_checkpoint(path, fresh, fresh_opt)
     assert state == {"step": 7}
     for (name, a), (_, b) in zip(model.state_dict().items(), fresh.state_dict().items(), strict=True):
@@ -252,10 +266,8 @@ def test_a_step_is_never_saved_twice(tmp_path: Path) -> None:
 @pytest.mark.claim("CKPT-009")
 def test_an_unsharded_checkpoint_loads_into_a_sharded_model(tmp_path: Path) -> None:
     model, opt = _trained()
-    optim = OptimConfig(warmup_steps=1, max_steps=10)
-    tok = tmp_path / "tokenizer.json"
-    tiny_tokenizer().save(str(tok))
-    config = yaml.safe_dump({"model": model.cfg.model_dump(), "optim": optim.model_dump()})
+    tok = _tokenizer(tmp_path)
+    config = yaml.safe_dump({"model": model.cfg.model_dump(), "optim": OPTIM.model_dump()})
     path = ckpt.save_checkpoint(
         tmp_path / "ckpts", 3, model=model, optimizer=opt, state={"step": 3}, config_yaml=config, tokenizer_path=tok
     )
@@ -263,16 +275,14 @@ def test_an_unsharded_checkpoint_loads_into_a_sharded_model(tmp_path: Path) -> N
     group = distributed.init("cpu", sharded=True)  # a process group of one, as an FSDP run on one process has
     try:
         torch.manual_seed(1)
-        sharded = Decoder(ModelConfig(**SMALL))
-        fsdp.shard(sharded, sharded.blocks, torch.device("cpu"), bf16=False)
-        sharded_opt = build_optimizer(sharded, optim)
+        sharded = _sharded()
+        sharded_opt = build_optimizer(sharded, OPTIM)
         assert ckpt.load_checkpoint(path, sharded, sharded_opt) == {"step": 3}
         weights, moments = get_state_dict(sharded, sharded_opt, options=full)
         _, saved_moments = get_state_dict(model, opt, options=full)
-        evaluated = Decoder(ModelConfig(**SMALL))  # weights only, as evaluating a sharded model loads them
-        fsdp.shard(evaluated, evaluated.blocks, torch.device("cpu"), bf16=False)
+        evaluated = _sharded()  # weights only, as evaluating a sharded model loads them
         assert ckpt.load_checkpoint(path, evaluated, None) == {"step": 3}
-        evaluated_weights, _ = get_state_dict(evaluated, build_optimizer(evaluated, optim), options=full)
+        evaluated_weights, _ = get_state_dict(evaluated, build_optimizer(evaluated, OPTIM), options=full)
     finally:
         distributed.shutdown(group)
     assert weights.keys() == model.state_dict().keys() == evaluated_weights.keys()
@@ -349,8 +359,7 @@ def test_recover_moves_every_newer_corrupt_checkpoint_aside(tmp_path: Path) -> N
 @pytest.mark.claim("CKPT-011")
 def test_a_checkpoint_loads_for_inference_with_its_own_tokenizer(tmp_path: Path) -> None:
     model, opt = _trained()
-    tok = tmp_path / "tokenizer.json"
-    tiny_tokenizer().save(str(tok))
+    tok = _tokenizer(tmp_path)
     config = yaml.safe_dump({"model": model.cfg.model_dump()})
     data = tmp_path / "data"
     path = ckpt.save_checkpoint(
@@ -392,6 +401,17 @@ def _refuse_to_remove(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
 
 
 MIB = 1 << 20
+
+
+def _fail_optimizer_write(monkeypatch: pytest.MonkeyPatch, code: int) -> None:
+    """torch.save (the optimizer state, after the weights) fails with ``code``."""
+
+    def failing(*_a: object, **_k: object) -> None:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(torch, "save", failing)
+
+
 REMEDY = " and the earlier ones are intact: free space, then --resume"
 
 
@@ -414,11 +434,7 @@ def test_a_failed_save_says_whether_the_disk_is_full(
     first = _save(root, 1, model, opt, tmp_path)
     usage = shutil.disk_usage(root)
     monkeypatch.setattr(shutil, "disk_usage", lambda _p: usage._replace(free=free))
-
-    def failing_save(*_a: object, **_k: object) -> None:
-        raise OSError(code, os.strerror(code))
-
-    monkeypatch.setattr(torch, "save", failing_save)
+    _fail_optimizer_write(monkeypatch, code)
     with pytest.raises(ckpt.CheckpointError) as e:
         _save(root, 2, model, opt, tmp_path)
     assert str(e.value) == (
@@ -439,7 +455,7 @@ def test_a_failed_save_whose_folder_cannot_be_removed_says_so(
     config = yaml.safe_dump({"model": model.cfg.model_dump()})
     tok = tmp_path / "tokenizer.json"
     if stage == "weights":  # optimizer.pt fails, after model.safetensors is written
-        monkeypatch.setattr(torch, "save", lambda *_a, **_k: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error")))
+        _fail_optimizer_write(monkeypatch, errno.EIO)
     else:  # the tokenizer, after both weight files
         tok = tmp_path / "none"
     _refuse_to_remove(monkeypatch, "model.safetensors")
@@ -463,8 +479,7 @@ def test_stale_partial_folders_never_reach_a_checkpoint(tmp_path: Path, monkeypa
         stale.mkdir()
         (stale / "junk.bin").write_bytes(b"from a crashed save")
     second = manager.save(2, model, opt, {"step": 2})
-    assert {p.name for p in second.iterdir()} == {"model.safetensors", "optimizer.pt", "state.json", "config.yaml",
-                                                  "tokenizer.json", "MANIFEST.json"}  # fmt: skip
+    assert {p.name for p in second.iterdir()} == DECLARED_FILES
     assert sorted(p.name for p in root.iterdir()) == ["latest", "step-00000001", "step-00000002"], "pruned"
     # A stale folder that cannot be wholly removed does not fail the save that prunes it.
     stale = root / ".tmp-step-00000009"
@@ -506,10 +521,8 @@ def _sharded_save(root: Path, step: int, model: Decoder, opt: torch.optim.Optimi
 def test_a_sharded_checkpoint_verifies_and_loads_into_either_kind_of_model(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    optim = OptimConfig(warmup_steps=1, max_steps=10)
-    tok = tmp_path / "tokenizer.json"
-    tiny_tokenizer().save(str(tok))
-    config = yaml.safe_dump({"model": ModelConfig(**SMALL).model_dump(), "optim": optim.model_dump()})
+    tok = _tokenizer(tmp_path)
+    config = yaml.safe_dump({"model": ModelConfig(**SMALL).model_dump(), "optim": OPTIM.model_dump()})
     synced: list[Path] = []
     fsync_dir = ckpt.fsync_dir
     monkeypatch.setattr(ckpt, "fsync_dir", lambda p: synced.append(Path(p)) or fsync_dir(p))
@@ -519,9 +532,8 @@ def test_a_sharded_checkpoint_verifies_and_loads_into_either_kind_of_model(
 
         def sharded_model(seed: int) -> tuple[Decoder, torch.optim.Optimizer]:
             torch.manual_seed(seed)
-            m = Decoder(ModelConfig(**SMALL))
-            fsdp.shard(m, m.blocks, torch.device("cpu"), bf16=False)
-            o = build_optimizer(m, optim)
+            m = _sharded()
+            o = build_optimizer(m, OPTIM)
             x = torch.randint(0, SMALL["vocab_size"], (3, 9))
             m(x, x).backward()
             o.step()
@@ -558,10 +570,8 @@ def test_weights_that_do_not_fit_are_refused(tmp_path: Path) -> None:
     # A tied model's weights under a config that says untied: the head's tensor is missing, and neither a
     # plain nor a sharded model may take the rest and keep its own random head.
     model, opt = _trained(tied=True)
-    optim = OptimConfig(warmup_steps=1, max_steps=10)
-    tok = tmp_path / "tokenizer.json"
-    tiny_tokenizer().save(str(tok))
-    untied = {"model": ModelConfig(**SMALL, tie_embeddings=False).model_dump(), "optim": optim.model_dump()}
+    tok = _tokenizer(tmp_path)
+    untied = {"model": ModelConfig(**SMALL, tie_embeddings=False).model_dump(), "optim": OPTIM.model_dump()}
     path = ckpt.save_checkpoint(
         tmp_path / "ckpts", 1, model=model, optimizer=opt, state={}, config_yaml=yaml.safe_dump(untied),
         tokenizer_path=tok,
@@ -571,8 +581,7 @@ def test_weights_that_do_not_fit_are_refused(tmp_path: Path) -> None:
         ckpt.load_checkpoint(path, Decoder(ModelConfig(**SMALL)), None)
     group = distributed.init("cpu", sharded=True)
     try:
-        sharded = Decoder(ModelConfig(**SMALL))
-        fsdp.shard(sharded, sharded.blocks, torch.device("cpu"), bf16=False)
+        sharded = _sharded()
         with pytest.raises(ckpt.CheckpointError, match=rf"^{path}: {cause}"):
             ckpt.load_checkpoint(path, sharded, None)
     finally:
@@ -605,25 +614,22 @@ def test_a_pickled_payload_in_the_optimizer_state_never_runs(tmp_path: Path, mon
     # must refuse it whatever the environment says.
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     model, _ = _trained()
-    optim = OptimConfig(warmup_steps=1, max_steps=10)
-    tok = tmp_path / "tokenizer.json"
-    tiny_tokenizer().save(str(tok))
+    tok = _tokenizer(tmp_path)
     marker = tmp_path / "payload-ran"
-    config = yaml.safe_dump({"model": model.cfg.model_dump(), "optim": optim.model_dump()})
+    config = yaml.safe_dump({"model": model.cfg.model_dump(), "optim": OPTIM.model_dump()})
     path = ckpt.save_checkpoint(
         tmp_path / "ckpts", 1, model=model, optimizer=_CraftedOptimizer(marker), state={}, config_yaml=config,
         tokenizer_path=tok,
     )  # fmt: skip
     marker.unlink(missing_ok=True)  # pickling does not run it; only loading may
     with pytest.raises(ckpt.CheckpointError, match=rf"^{path}: does not fit the model: UnpicklingError"):
-        ckpt.load_checkpoint(path, model, build_optimizer(model, optim))
+        ckpt.load_checkpoint(path, model, build_optimizer(model, OPTIM))
     assert not marker.exists(), "loading optimizer.pt ran code it held"
     group = distributed.init("cpu", sharded=True)
     try:
-        sharded = Decoder(ModelConfig(**SMALL))
-        fsdp.shard(sharded, sharded.blocks, torch.device("cpu"), bf16=False)
+        sharded = _sharded()
         with pytest.raises(ckpt.CheckpointError, match="UnpicklingError"):
-            ckpt.load_checkpoint(path, sharded, build_optimizer(sharded, optim))
+            ckpt.load_checkpoint(path, sharded, build_optimizer(sharded, OPTIM))
     finally:
         distributed.shutdown(group)
     assert not marker.exists(), "loading optimizer.pt into a sharded model ran code it held"
@@ -639,7 +645,7 @@ def test_recovery_without_a_best_link_resumes_weights_and_optimizer(tmp_path: Pa
         assert manager.recover() == good
     assert not (root / "best").exists() and os.readlink(root / "latest") == good.name
     fresh, _ = _trained(seed=1)
-    fresh_opt = build_optimizer(fresh, OptimConfig(warmup_steps=1, max_steps=10))
+    fresh_opt = build_optimizer(fresh, OPTIM)
     assert manager.load(good, fresh, fresh_opt) == {"step": 1}
     for (name, a), b in zip(model.state_dict().items(), fresh.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
@@ -649,8 +655,6 @@ def test_recovery_without_a_best_link_resumes_weights_and_optimizer(tmp_path: Pa
 @pytest.mark.claim("CKPT-011")
 def test_a_lora_runs_checkpoint_loads_merged_on_the_device_asked(tmp_path: Path) -> None:
     pytest.importorskip("peft", reason="LoRA needs peft (albor[ladder])")
-    from albor.ladder.lora import LoraSettings, add_lora, lora_layers
-
     model, _ = _trained()
     settings = LoraSettings(r=2, alpha=4.0)
     add_lora(model, settings)
@@ -658,10 +662,9 @@ def test_a_lora_runs_checkpoint_loads_merged_on_the_device_asked(tmp_path: Path)
     for _, layer in lora_layers(model):  # trained adapters: B no longer zero
         for p in layer.lora_B.parameters():
             torch.nn.init.normal_(p, std=0.5)
-    tok = tmp_path / "tokenizer.json"
-    tiny_tokenizer().save(str(tok))
+    tok = _tokenizer(tmp_path)
     config = yaml.safe_dump({"model": model.cfg.model_dump(), "lora": settings.model_dump()})
-    opt = build_optimizer(model, OptimConfig(warmup_steps=1, max_steps=10))
+    opt = build_optimizer(model, OPTIM)
     path = ckpt.save_checkpoint(
         tmp_path / "ckpts", 2, model=model, optimizer=opt, state={}, config_yaml=config, tokenizer_path=tok
     )

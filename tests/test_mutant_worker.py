@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from albor.verify.junit import outcomes_of
@@ -27,6 +27,7 @@ def _tree(root: Path) -> Path:
 
 @settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.integers(-3, 3))
+@example(1)  # the unmutated value: the job passes
 def test_a_job_tests_its_mutant_and_restores_the_original(tmp_path: Path, value: int) -> None:
     tree = _tree(tmp_path)
     job = {"files": {"mod.py": f"VALUE = {value}\n"}, "tests": ["test_mod.py::test_value"], "timeout": 120}
