@@ -28,6 +28,14 @@ from pathlib import Path
 
 PRELOAD = (
     "torch",
+    # torch's compiler and distributed parts take about 1.6 s to import: every trainer and checkpoint job
+    # would pay it again.
+    "torch._dynamo",
+    "torch._inductor",
+    "torch.distributed.checkpoint",
+    "torch.distributed.fsdp",
+    "transformers",
+    "peft",
     "numpy",
     "pytest",
     "hypothesis",
