@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -69,8 +69,13 @@ class ModelConfig(Strict):
 
 
 class OptimConfig(Strict):
-    """AdamW, the warmup + cosine schedule, and gradient clipping."""
+    """The optimizer (AdamW, or Muon for the hidden matrices), the warmup + cosine schedule, and gradient
+    clipping."""
 
+    name: Literal["adamw", "muon"] = Field(
+        default="adamw",
+        description="adamw: AdamW for every parameter; muon: Muon for the blocks' matrices, AdamW for the rest",
+    )
     lr: float = Field(default=3e-4, gt=0, description="peak learning rate, reached at the end of warmup")
     min_lr: float = Field(default=3e-5, ge=0, description="learning rate the cosine ends on, at the last step")
     betas: tuple[float, float] = Field(default=(0.9, 0.95), description="AdamW (beta1, beta2)")

@@ -134,6 +134,11 @@ class TrainConfig(Strict):
                 f"eval_sample_tokens={self.eval_sample_tokens} must be below data.seq_len={self.data.seq_len}: "
                 "the sample and the token it starts from share the context"
             )
+        if self.optim.name == "muon" and (self.parallel == "fsdp" or self.lora is not None):
+            raise ValueError(
+                "optim.name: muon orthogonalises whole matrices of the full model: not with parallel: fsdp, which "
+                "shards them, nor with lora"
+            )
         if self.lora is not None and (self.init_from is None or self.parallel == "fsdp"):
             raise ValueError("lora adapts a trained model on one process or with ddp: it needs init_from, not fsdp")
         return self

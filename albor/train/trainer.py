@@ -35,7 +35,7 @@ from albor.kernels.host_copy import read_scalar
 from albor.ladder.lora import add_lora
 from albor.model import Decoder
 from albor.ops.dispatch import Kernels
-from albor.optim.adamw import build_optimizer
+from albor.optim import build_optimizer
 from albor.optim.grad_accumulation import accumulate, count_targets
 from albor.optim.grad_clip import clip_grad_norm
 from albor.optim.lr_schedule import lr_at

@@ -36,6 +36,36 @@ def adamw_reference(
     return p, m, v
 
 
+def muon_reference(
+    p: torch.Tensor,
+    g: torch.Tensor,
+    buf: torch.Tensor,
+    lr: float,
+    weight_decay: float,
+    momentum: float,
+    coefficients: tuple[float, float, float],
+    ns_steps: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One Muon step on a matrix (Jordan 2024; lr scaled as in Liu et al. 2025), in the dtype of ``p``.
+
+    Nesterov momentum, then ``ns_steps`` quintic Newton-Schulz iterations on the update normalised by its
+    Frobenius norm, the learning rate scaled by 0.2·sqrt(max(rows, cols)), and decoupled weight decay.
+    Returns the new parameter and momentum buffer.
+    """
+    buf = momentum * buf + g
+    x = g + momentum * buf
+    wide = x.shape[0] <= x.shape[1]
+    x = x if wide else x.T
+    x = x / x.norm()
+    a, b, c = coefficients
+    for _ in range(ns_steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    update = x if wide else x.T
+    scaled = lr * 0.2 * math.sqrt(max(p.shape))
+    return p * (1 - lr * weight_decay) - scaled * update, buf
+
+
 def lr_reference(step: int, lr: float, min_lr: float, warmup: int, max_steps: int) -> float:
     """The learning rate at optimizer step ``step`` (from 0): linear warmup to lr over ``warmup`` steps,
     then half a cosine from lr at step ``warmup`` to min_lr at step max_steps - 1, min_lr after."""
