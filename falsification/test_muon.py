@@ -153,6 +153,10 @@ def test_configured_and_declared_hparams_used(fused: bool) -> None:
         assert bool(group["fused"]) == fused
     plain = optim.build_optimizer(_model(), CFG.model_copy(update={"name": "adamw"}))
     assert type(plain) is torch.optim.AdamW
+    unasked = muon.build_optimizer(_model(), CFG)
+    assert not any(g.get("fused") for g in unasked.param_groups), "fused only when asked"
+    with pytest.raises(ValueError, match=r"^MuonAdamW\.step takes no closure$"):
+        opt.step(lambda: 0.0)
 
 
 def _step_all(model: Decoder, opt: torch.optim.Optimizer, seed: int) -> None:

@@ -40,7 +40,7 @@ class MuonAdamW(torch.optim.Optimizer):
     learning rate set here is the one it steps with, and ``state_dict`` holds both algorithms' state.
     """
 
-    def __init__(self, muon: list[dict[str, Any]], adamw: list[dict[str, Any]], fused: bool = False) -> None:
+    def __init__(self, muon: list[dict[str, Any]], adamw: list[dict[str, Any]], fused: bool) -> None:
         for group in muon:
             group["algorithm"] = "muon"
         for group in adamw:
