@@ -8,7 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from albor.data.synthetic import TRICKY, tiny_tokenizer
+from albor.data import prepare
+from albor.data.config import DataConfig
+from albor.data.corpus import read_corpus
+from albor.data.prepare import default_data_dir
+from albor.data.synthetic import TRICKY, clean_repos, tiny_tokenizer, write_repos
 from albor.data.tokenizer import (
     BOS,
     EOS,
@@ -25,6 +29,8 @@ from albor.data.tokenizer import (
     encode_batch,
     load_tokenizer,
     save_tokenizer,
+    tokenizer_sample,
+    train_tokenizer,
 )
 from albor.verify.contracts import declared
 
@@ -107,3 +113,31 @@ def test_piece_encoder_matches_tokenizer(texts: list[str]) -> None:
     texts = [*texts, *TRICKY, "a\x1cb\x1d \x1e\x1f\x85 \u2028x\u3000 y's 'LL 12\u0663"]
     assert encoder.encode_batch(texts) == encode_batch(tok, texts)
     assert encoder.encode_batch(texts[::-1]) == encode_batch(tok, texts[::-1])
+
+
+@pytest.mark.slow
+@pytest.mark.claim("TOK-008")
+def test_a_capped_tokenizer_trains_on_a_seeded_sample_of_train(tmp_path: Path) -> None:
+    source = write_repos(tmp_path / "src", clean_repos(n_repos=6, files_per_repo=6))
+    whole = prepare(source, tmp_path / "whole", vocab_size=600, seq_len=16)
+    train, val = read_corpus(whole, "train"), read_corpus(whole, "val")
+    total = sum(len(t.encode()) for t in train)
+    cap = total // 3
+    sampled = prepare(source, tmp_path / "sampled", vocab_size=600, seq_len=16, tokenizer_sample_bytes=cap)
+    sample = tokenizer_sample(train, cap, 0)
+    size = sum(len(t.encode()) for t in sample)
+    assert 0 < size <= cap and set(sample) <= set(train) and val, "train documents only"
+    left = [t for t in train if t not in sample]
+    assert left and all(size + len(t.encode()) > cap for t in left), "the sample must take every document that fits"
+    assert sample != tokenizer_sample(train, cap, 1), "another seed draws another sample"
+    assert tokenizer_sample(train, total, 5) == train, "a cap at the split's size takes it all, in order"
+
+    def vocab(data: Path) -> dict[str, int]:
+        return load_tokenizer(data / "tokenizer.json").get_vocab()
+
+    assert vocab(sampled) == train_tokenizer(sample, 600).get_vocab(), "the prepared tokenizer is the sample's"
+    assert vocab(sampled) != vocab(whole), "a third of the split must train another tokenizer"
+    full = prepare(source, tmp_path / "full", vocab_size=600, seq_len=16, tokenizer_sample_bytes=total)
+    assert vocab(full) == vocab(whole)
+    configs = [DataConfig(tokenizer_sample_bytes=b) for b in (None, cap, total)]
+    assert len({default_data_dir(c) for c in configs}) == 3, "the cap is part of the data's fingerprint"

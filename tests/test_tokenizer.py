@@ -15,6 +15,7 @@ from albor.data.tokenizer import (
     encode,
     encode_batch,
     save_tokenizer,
+    tokenizer_sample,
     tokenizer_sha256,
     train_tokenizer,
 )
@@ -47,3 +48,16 @@ def test_sha256_tracks_the_file(tmp_path: Path) -> None:
     digest = save_tokenizer(tiny_tokenizer(), a)
     save_tokenizer(tiny_tokenizer(290), b)
     assert tokenizer_sha256(a) == digest != tokenizer_sha256(b)
+
+
+@given(st.lists(st.text(max_size=40), max_size=30), st.integers(1, 400), st.integers(0, 2**31 - 1))
+def test_sample_is_a_maximal_capped_subsequence(texts: list[str], cap: int, seed: int) -> None:
+    sample = tokenizer_sample(texts, cap, seed)
+    assert sample == tokenizer_sample(texts, cap, seed), "the same seed draws the same sample"
+    size = sum(len(t.encode()) for t in sample)
+    assert size <= cap
+    # In the original order: walking texts, each sampled document is found in turn.
+    rest = iter(range(len(texts)))
+    picked = [next(i for i in rest if texts[i] == t) for t in sample]
+    left = sorted(set(range(len(texts))) - set(picked))
+    assert all(size + len(texts[i].encode()) > cap for i in left), "every document that fits is taken"

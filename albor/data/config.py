@@ -49,6 +49,11 @@ class DataConfig(Strict):
         default=None,
         description="use this tokenizer.json instead of training one (init_from sets its checkpoint's)",
     )
+    tokenizer_sample_bytes: int | None = Field(
+        default=None,
+        gt=0,
+        description="train the tokenizer on a seeded sample of the train split of at most this many bytes; null: all",
+    )
 
     def fingerprint_fields(self) -> dict:
         """Every field that shapes the output (all but ``out``): two configs with equal ones build equal data.

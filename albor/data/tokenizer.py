@@ -8,6 +8,7 @@ only as ids (EOS between documents, FIM sentinels).
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -148,12 +149,30 @@ def decode(tok: Tokenizer, ids: Sequence[int]) -> str:
     return tok.decode(list(ids), skip_special_tokens=False)
 
 
+def tokenizer_sample(texts: Sequence[str], max_bytes: int, seed: int) -> list[str]:
+    """The documents of ``texts`` that the tokenizer trains on under a ``max_bytes`` cap: taken in an order
+    shuffled by ``seed``, each that still fits (UTF-8 bytes), and returned in their original order."""
+    order = list(range(len(texts)))
+    random.Random(seed).shuffle(order)
+    taken, total = [], 0
+    for i in order:
+        size = len(texts[i].encode())
+        if total + size <= max_bytes:
+            taken.append(i)
+            total += size
+    return [texts[i] for i in sorted(taken)]
+
+
 def build_tokenizer(cfg: DataConfig, out: Path) -> Path:
-    """Run the tokenizer stage into ``out/tokenizer.json``: train on the train split of ``out``'s corpus,
-    or copy ``cfg.tokenizer`` when one is given (a fine-tune keeps its base model's ids)."""
+    """Run the tokenizer stage into ``out/tokenizer.json``: train on the train split of ``out``'s corpus
+    (on ``tokenizer_sample`` of it when ``cfg.tokenizer_sample_bytes`` is set), or copy ``cfg.tokenizer``
+    when one is given (a fine-tune keeps its base model's ids)."""
     path = out / "tokenizer.json"
     if cfg.tokenizer is None:
-        tok = train_tokenizer(read_corpus(out, "train"), cfg.vocab_size)
+        texts = read_corpus(out, "train")
+        if cfg.tokenizer_sample_bytes is not None:
+            texts = tokenizer_sample(texts, cfg.tokenizer_sample_bytes, cfg.seed)
+        tok = train_tokenizer(texts, cfg.vocab_size)
     else:
         tok = load_tokenizer(cfg.tokenizer)
         if tok.get_vocab_size() > cfg.vocab_size:
