@@ -272,11 +272,9 @@ def test_two_ranks_equal_one_rank_accumulating(small_data: Path, tmp_path: Path)
     one.write_text(small_config(small_data, tmp_path / "one", micro_batch=2, grad_accum=2).to_yaml())
     two = tmp_path / "two.yaml"
     two.write_text(small_config(small_data, tmp_path / "two", micro_batch=2, grad_accum=1).to_yaml())
-    base = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    # Under the launcher's time limit: a rank left waiting on a collective fails the test, not hangs it.
     for nproc, cfg in ((1, one), (2, two)):
-        cmd = [*base, f"--nproc_per_node={nproc}", "-m", "albor.train", "--config", str(cfg), "--preflight", "off"]
-        proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, check=False)
-        assert proc.returncode == 0, proc.stderr[-3000:]
+        train(cfg, tmp_path, nproc)
     a, b = _losses(tmp_path / "one" / "default"), _losses(tmp_path / "two" / "default")
     assert [s for s, _, _ in a] == [s for s, _, _ in b]
     for (_, la, _), (_, lb, _) in zip(a, b, strict=True):
