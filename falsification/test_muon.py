@@ -54,9 +54,10 @@ def _spectrum_gradient(shape: torch.Size, decades: float, scale: float, g: torch
     return scale * (u * s) @ v.T
 
 
+@pytest.mark.slow
 @pytest.mark.claim("MUON-001")
-@pytest.mark.parametrize("decades", [0.5, 2.0, 4.0])
-@pytest.mark.parametrize("scale", [1e-4, 1.0, 1e3])
+# Each spread of singular values at another gradient scale: the normalisation makes the scale irrelevant.
+@pytest.mark.parametrize(("decades", "scale"), [(0.5, 1e-4), (2.0, 1.0), (4.0, 1e3)])
 def test_update_is_orthogonal_within_the_declared_bounds(decades: float, scale: float) -> None:
     model = _model()
     opt = optim.build_optimizer(model, CFG.model_copy(update={"weight_decay": 0.0}))
@@ -83,6 +84,7 @@ def test_update_is_orthogonal_within_the_declared_bounds(decades: float, scale: 
         assert torch.linalg.svdvals(update).max() <= hi, name
 
 
+@pytest.mark.slow
 @pytest.mark.claim("MUON-002")
 @pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
 def test_steps_match_the_references(tied: bool) -> None:
@@ -175,6 +177,7 @@ def _reloaded(model: Decoder, opt: torch.optim.Optimizer) -> torch.optim.Optimiz
     return fresh
 
 
+@pytest.mark.slow
 @pytest.mark.claim("MUON-005")
 def test_the_groups_lr_drives_both_algorithms_after_loading() -> None:
     model = _model()
@@ -207,6 +210,7 @@ def test_the_groups_lr_drives_both_algorithms_after_loading() -> None:
         assert torch.equal(p.detach(), q.detach()), f"{name}: the lr set on the groups was not the one stepped with"
 
 
+@pytest.mark.slow
 @pytest.mark.claim("MUON-005")
 def test_state_round_trip_continues_bit_for_bit() -> None:
     model, twin_model = _model(), _model()
@@ -230,6 +234,7 @@ def test_muon_with_fsdp_or_lora_is_refused(small_data: Path, tmp_path: Path, ove
     small_config(small_data, tmp_path, **over)
 
 
+@pytest.mark.slow
 @pytest.mark.claim("MUON-006")
 def test_a_muon_run_resumes_bit_for_bit(small_data: Path, tmp_path: Path) -> None:
     over = {"optim.name": "muon"}
