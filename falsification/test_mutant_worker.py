@@ -15,8 +15,11 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
+
+from albor.verify import mutant_worker
 
 # The torch.cuda calls that initialise CUDA, or that a module would make before one that does.
 CUDA_QUESTIONS = (
@@ -77,3 +80,42 @@ def test_a_job_forked_after_preloading_runs_on_the_gpu() -> None:
     )
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False)
     assert run.returncode == 0, f"a job forked after preloading could not use the GPU: {run.stdout}{run.stderr[-1500:]}"
+
+
+def _job_in_fresh_interpreter(tree: Path, job: dict, work: Path) -> dict:
+    """The worker's run_job in a fresh interpreter, as the real worker runs it (a fork of this test process
+    could deadlock on another thread's lock)."""
+    script = textwrap.dedent(
+        f"""
+        import json, sys
+        from pathlib import Path
+        sys.path.insert(0, {str(Path(mutant_worker.__file__).parent)!r})
+        import mutant_worker
+        print(json.dumps(mutant_worker.run_job(Path(sys.argv[1]), json.loads(sys.argv[2]), Path(sys.argv[3]))))
+        """
+    )
+    argv = [sys.executable, "-c", script, str(tree), json.dumps(job), str(work)]
+    run = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=True)
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+@pytest.mark.claim("MUTANT_WORKER-002")
+@pytest.mark.parametrize("ends", ["passes", "times-out"])
+def test_a_job_leaves_no_process_behind(tmp_path: Path, ends: str) -> None:
+    # A process in a session of its own, as torchrun starts its ranks: the job's process group misses it.
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    pids = tmp_path / "pids"
+    (tree / "test_leftover.py").write_text(
+        "import subprocess, time\n\n\n"
+        "def test_starts_a_session():\n"
+        "    p = subprocess.Popen(['sleep', '300'], start_new_session=True)\n"
+        f"    open({str(pids)!r}, 'a').write(f'{{p.pid}}\\n')\n"
+        f"    time.sleep({60 if ends == 'times-out' else 0})\n"
+    )
+    job = {"tests": ["test_leftover.py"], "timeout": 8}
+    reply = _job_in_fresh_interpreter(tree, job, tmp_path / "work")
+    assert reply["timed_out"] == (ends == "times-out"), reply["tail"]
+    (pid,) = map(int, pids.read_text().split())
+    assert not Path(f"/proc/{pid}").exists(), f"the job's process {pid} outlived it"

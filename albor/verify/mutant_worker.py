@@ -15,6 +15,7 @@ this process and in every subprocess it started.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib
 import importlib.metadata
 import json
@@ -69,6 +70,43 @@ def preload() -> None:
             importlib.import_module(name)
 
 
+PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
+
+
+def _descendants(root: int) -> list[int]:
+    """Every live process below ``root`` in the process tree, read from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(stat.parent.name))
+    found, todo = [], [root]
+    while todo:
+        below = children.get(todo.pop(), [])
+        found += below
+        todo += below
+    return found
+
+
+def _kill_descendants() -> None:
+    """SIGKILL every process below this one, until none is left (one may start another meanwhile)."""
+    for _ in range(10):
+        pids = _descendants(os.getpid())
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)
+
+
+def _reap() -> None:
+    """Collect the exit status of every child left, so none stays a zombie."""
+    with contextlib.suppress(ChildProcessError):
+        while True:
+            os.waitpid(-1, 0)
+
+
 def _drop_pyc(source: Path) -> None:
     """Remove the cached bytecode of ``source``: a mutant and the original must never see each other's."""
     for pyc in (source.parent / "__pycache__").glob(f"{source.stem}.*.pyc"):
@@ -83,7 +121,7 @@ def _coverage_rc(tree: Path, data: Path) -> Path:
 
 def _child(tree: Path, job: dict, work: Path) -> None:
     """Run the job's tests in this forked process, then exit with pytest's status."""
-    os.setpgid(0, 0)  # a timeout kills the whole group, subprocesses included
+    os.setpgid(0, 0)  # a group of its own: a signal meant for the job never reaches the worker
     log = os.open(work / "log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     os.dup2(log, 1)
     os.dup2(log, 2)
@@ -130,6 +168,9 @@ def run_job(tree: Path, job: dict, work: Path) -> dict:
     (work / "coverage").mkdir(parents=True)
     targets = {tree / name: source for name, source in (job.get("files") or {}).items()}
     originals = {path: path.read_text() for path in targets}
+    # Orphans of the job (a torchrun's ranks start sessions of their own, out of reach of the job's
+    # process group) become this process's children, so they can be found and killed afterwards.
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     start = time.monotonic()
     try:
         for path, source in targets.items():
@@ -150,12 +191,12 @@ def run_job(tree: Path, job: dict, work: Path) -> dict:
                 break
             if time.monotonic() > deadline:
                 timed_out = True
-                os.killpg(pid, signal.SIGKILL)
+                _kill_descendants()
                 _, status = os.waitpid(pid, 0)
                 break
             time.sleep(0.05)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)  # what the tests left running
+        _kill_descendants()  # what the tests left running, in the job's process group or not
+        _reap()
     finally:
         for path, original in originals.items():
             path.write_text(original)
