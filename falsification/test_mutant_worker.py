@@ -82,7 +82,7 @@ def test_a_job_forked_after_preloading_runs_on_the_gpu() -> None:
     assert run.returncode == 0, f"a job forked after preloading could not use the GPU: {run.stdout}{run.stderr[-1500:]}"
 
 
-def _job_in_fresh_interpreter(tree: Path, job: dict, work: Path) -> dict:
+def job_in_fresh_interpreter(tree: Path, job: dict, work: Path) -> dict:
     """The worker's run_job in a fresh interpreter, as the real worker runs it (a fork of this test process
     could deadlock on another thread's lock)."""
     script = textwrap.dedent(
@@ -115,7 +115,7 @@ def test_a_job_leaves_no_process_behind(tmp_path: Path, ends: str) -> None:
         f"    time.sleep({60 if ends == 'times-out' else 0})\n"
     )
     job = {"tests": ["test_leftover.py"], "timeout": 8}
-    reply = _job_in_fresh_interpreter(tree, job, tmp_path / "work")
+    reply = job_in_fresh_interpreter(tree, job, tmp_path / "work")
     assert reply["timed_out"] == (ends == "times-out"), reply["tail"]
     (pid,) = map(int, pids.read_text().split())
     assert not Path(f"/proc/{pid}").exists(), f"the job's process {pid} outlived it"

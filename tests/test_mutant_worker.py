@@ -3,34 +3,17 @@ come back byte for byte, and a job past its time is killed."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from albor.verify import mutant_worker
 from albor.verify.junit import outcomes_of
 
+# In a fresh interpreter, as the real worker runs it: a fork of an xdist worker could deadlock on its threads' locks.
+from falsification.test_mutant_worker import job_in_fresh_interpreter as run_job
+
 ORIGINAL = "# the unmutated module\nVALUE = 1\n"
-
-
-def run_job(tree: Path, job: dict, work: Path) -> dict:
-    """The worker's run_job in a fresh single-threaded interpreter, as the real worker is: forking this test
-    process could deadlock its child on a lock another thread (pytest-xdist's, for one) held at the fork."""
-    script = (
-        "import json, sys\n"
-        f"sys.path.insert(0, {str(Path(mutant_worker.__file__).parent)!r})\n"
-        "import mutant_worker\n"
-        "tree, job, work = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]\n"
-        "from pathlib import Path\n"
-        "print(json.dumps(mutant_worker.run_job(Path(tree), job, Path(work))))\n"
-    )
-    argv = [sys.executable, "-c", script, str(tree), json.dumps(job), str(work)]
-    run = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=True)
-    return json.loads(run.stdout.strip().splitlines()[-1])
 
 
 def _tree(root: Path) -> Path:
