@@ -70,7 +70,7 @@ def test_decay_decoupled(device: torch.device) -> None:
 @pytest.mark.parametrize("tied", [False, True])
 def test_decay_on_matrices_only(device: torch.device, tied: bool) -> None:
     model = Decoder(MODEL.model_copy(update={"tie_embeddings": tied})).to(device)
-    groups = param_groups(model, CFG.weight_decay)
+    groups = param_groups(model.parameters(), CFG.weight_decay)
     seen = [id(p) for group in groups for p in group["params"]]
     assert sorted(seen) == sorted(id(p) for p in model.parameters()), "each parameter in exactly one group"
     decayed = {id(p) for group in groups if group["weight_decay"] > 0 for p in group["params"]}

@@ -96,8 +96,9 @@ def prepare_config(cfg: DataConfig) -> Path:
         t = time.perf_counter()
         manifest = pack(cfg, out)
         seconds["pack"] = time.perf_counter() - t
+        train_bytes = report.splits["train"]["bytes"]
         # A sample fills its cap to within one document.
-        tokenized = min(report.splits["train"]["bytes"], cfg.tokenizer_sample_bytes or report.splits["train"]["bytes"])
+        tokenized = min(train_bytes, cfg.tokenizer_sample_bytes or train_bytes)
         print(summary(manifest, seconds, {"corpus": report.stages[0][2], "tokenizer": tokenized}))
         print(f"data: wrote {out / MANIFEST}")
     return out

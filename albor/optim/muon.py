@@ -4,7 +4,7 @@
 down projections) with torch's Muon: momentum, a Newton–Schulz orthogonalisation of the update, and
 the learning rate scaled by 0.2·sqrt(max(rows, cols)) (``match_rms_adamw``), so the update's RMS is
 AdamW's and the schedule's learning rate and weight decay carry over. The token embedding, the LM head
-and the RMSNorm gains stay on AdamW, grouped as the ``adamw`` contract groups them.
+and the RMSNorm gains stay on AdamW, in ``adamw.param_groups``.
 
 Both algorithms live in one ``torch.optim.Optimizer``, so the schedule sets every group's learning
 rate, and a checkpoint saves and loads one state dict, exactly as with AdamW alone.
@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from albor.config import OptimConfig
+from albor.optim.adamw import param_groups
 
 # Jordan's Muon (2024): Nesterov momentum 0.95, five quintic Newton-Schulz iterations with these
 # coefficients. Said here, not left to torch's defaults, so the contract can declare them.
@@ -81,12 +82,7 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, fused: bool = False) -> 
     decay on matrices (the embedding and the head decay, the gains do not)."""
     hidden = hidden_matrices(model)
     muon_ids = {id(p) for p in hidden}
-    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in muon_ids]
-    adamw = [
-        {"params": [p for p in rest if p.ndim >= 2], "weight_decay": cfg.weight_decay},
-        {"params": [p for p in rest if p.ndim < 2], "weight_decay": 0.0},
-    ]
-    for group in adamw:
-        group.update(lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+    rest = [p for p in model.parameters() if id(p) not in muon_ids]
+    adamw = [g | {"lr": cfg.lr, "betas": cfg.betas, "eps": cfg.eps} for g in param_groups(rest, cfg.weight_decay)]
     muon = [{"params": hidden, "lr": cfg.lr, "weight_decay": cfg.weight_decay}]
     return MuonAdamW(muon, [g for g in adamw if g["params"]], fused=fused)
