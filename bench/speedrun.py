@@ -3,6 +3,7 @@
     python bench/speedrun.py OUT [--steps 225]     # one H200: about 9 minutes (bench/RESULTS.md)
     python bench/speedrun.py OUT --smoke           # the same steps at tiny scale on the CPU
     python bench/speedrun.py OUT --no-chain        # the two jobs and their curves only
+    python bench/speedrun.py OUT --set optim.name=muon data.tokenizer_sample_bytes=100000000  # a lever
 
 1. Albor's whole job, timed from its start: ``albor data prepare`` on this interpreter's standard
    library and installed distributions (vocab 32768, seq_len 1024, no byte cap, no FIM), then
@@ -199,10 +200,15 @@ def split_lists(data_dir: Path, where: dict[tuple[str, str], Path], work: Path, 
     return out
 
 
-def albor_job(job: Job, scale: Scale, steps: int) -> dict[str, Any]:
-    """Prepare and train, killed once mid-run and resumed; the curve on the wall clock from the job's start."""
+def albor_job(job: Job, scale: Scale, steps: int, overrides: Sequence[str]) -> dict[str, Any]:
+    """Prepare and train, killed once mid-run and resumed; the curve on the wall clock from the job's start.
+
+    ``overrides`` are ``KEY=VALUE`` settings of the train config on top of the scale's; ``data.*`` ones
+    reach the preparation too.
+    """
     data_dir, runs = job.work / "data", job.work / "runs"
     data = [f"{k}={yaml_value(v)}" for k, v in scale.data.items()]
+    data += [o.removeprefix("data.") for o in overrides if o.startswith("data.")]
     t0 = time.time()
     if job.run("albor-prepare", albor("data", "prepare", f"out={data_dir}", *data)) != 0:
         raise SystemExit("albor data prepare failed; see logs/albor-prepare.log")
@@ -221,6 +227,7 @@ def albor_job(job: Job, scale: Scale, steps: int) -> dict[str, Any]:
         f"data.out={data_dir}",
         *(f"data.{d}" for d in data),
         *scale.train,
+        *(o for o in overrides if not o.startswith("data.")),
         f"optim.max_steps={steps}",
         f"eval_every={scale.eval_every}",
         f"checkpoint_every={scale.eval_every}",
@@ -490,7 +497,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, help="optimizer steps of both trainers (H200 default 225, smoke 6)")
     p.add_argument("--smoke", action="store_true", help="tiny model, small corpus, the CPU: the same code path")
     p.add_argument("--no-chain", action="store_true", help="the two jobs only, for a call the chain would overrun")
+    p.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Albor's train config on top of the run's (a lever: optim.name=muon); data.* ones reach its prepare",
+    )
     args = p.parse_args(argv)
+    if bad := [o for o in args.set if "=" not in o]:
+        p.error(f"--set takes KEY=VALUE, got {bad}")
     scale = SMOKE if args.smoke else H200
     steps = args.steps or (6 if args.smoke else 225)
     if steps < 2 * scale.eval_every:
@@ -507,11 +523,12 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(["python", "bench/speedrun.py", *(argv if argv is not None else sys.argv[1:])]),
         "steps": steps,
         "smoke": args.smoke,
+        "albor_overrides": args.set,
         "page_cache_warmed_bytes": warmed,
         "commands": job.commands,
     }
     try:
-        a = results["albor"] = albor_job(job, scale, steps)
+        a = results["albor"] = albor_job(job, scale, steps, args.set)
         try:  # the peer's side, and the comparison; the chain runs whatever happens here
             lists = results["lists"] = split_lists(Path(a["data_dir"]), where, job.work, args.out)
             p_ = results["peer"] = peer_job(job, scale, steps, lists, a["data"]["val"]["tokens"])
