@@ -5,10 +5,11 @@
 #   bench/gpu_runs.sh OUT bench MB...  trainer step vs the plain-PyTorch peer at each micro-batch
 #   bench/gpu_runs.sh OUT run          a short 350M run, killed with SIGKILL at step 150 and resumed
 #   bench/gpu_runs.sh OUT fsdp         FSDP2 on one GPU against the unsharded step, and the async save's pause
+#   bench/gpu_runs.sh OUT sweep OPT LR...  the speedrun's 125M job (no kill) with optimizer OPT at each lr
 # The corpus is this machine's stdlib + installed distributions, capped at 100 MB of source.
 set -euo pipefail
-OUT=${1:?usage: gpu_runs.sh OUT battery|verify|bench|run|fsdp}
-PART=${2:?usage: gpu_runs.sh OUT battery|verify|bench|run|fsdp}
+OUT=${1:?usage: gpu_runs.sh OUT battery|verify|bench|run|fsdp|sweep}
+PART=${2:?usage: gpu_runs.sh OUT battery|verify|bench|run|fsdp|sweep}
 shift 2
 export PYTHONUNBUFFERED=1
 DATA=(data.out=.cache/data-350m data.max_source_bytes=100000000)
@@ -43,5 +44,22 @@ case $PART in
   fsdp)
     prepare
     python bench/fsdp.py --micro-bs 16 "${DATA[@]}" | tee "$OUT/fsdp.jsonl" ;;
+  sweep)
+    # The speedrun's data and schedule (bench/speedrun.py), min_lr a tenth of each lr, one run per lr.
+    OPT=${1:?usage: gpu_runs.sh OUT sweep OPT LR...}
+    shift
+    SPD=(vocab_size=32768 seq_len=1024 max_source_bytes=null fim_rate=0 tokenizer_sample_bytes=100000000)
+    python -m albor data prepare out=.cache/data-speedrun "${SPD[@]}"
+    WINDOWS=$(python -c 'import sys; from albor.data.packing import load_manifest
+print(load_manifest(sys.argv[1]).splits["val"].windows)' .cache/data-speedrun)
+    for LR in "$@"; do
+      MIN=$(python -c "print(float('$LR') / 10)")
+      python -m albor train --config pretrain-125m --name "sweep-$OPT-$LR" --preflight off runs_dir=.cache/runs \
+        data.out=.cache/data-speedrun "${SPD[@]/#/data.}" micro_batch=64 grad_accum=4 optim.name="$OPT" \
+        optim.lr="$LR" optim.min_lr="$MIN" optim.warmup_steps=50 optim.max_steps=225 eval_every=75 \
+        checkpoint_every=225 eval_windows="$WINDOWS" || echo "lr $LR: exit $?"
+      mkdir -p "$OUT/sweep-$OPT-$LR"
+      cp .cache/runs/"sweep-$OPT-$LR"/{config.yaml,metrics.jsonl} "$OUT/sweep-$OPT-$LR/" || true
+    done ;;
   *) echo "unknown part $PART" >&2; exit 2 ;;
 esac
