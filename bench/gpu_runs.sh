@@ -50,8 +50,8 @@ case $PART in
     shift
     SPD=(vocab_size=32768 seq_len=1024 max_source_bytes=null fim_rate=0 tokenizer_sample_bytes=100000000)
     python -m albor data prepare out=.cache/data-speedrun "${SPD[@]}"
-    WINDOWS=$(python -c 'import sys; from albor.data.packing import load_manifest
-print(load_manifest(sys.argv[1]).splits["val"].windows)' .cache/data-speedrun)
+    WINDOWS=$(python -c 'import sys; from pathlib import Path; from albor.data.packing import load_manifest
+print(load_manifest(Path(sys.argv[1])).splits["val"].windows)' .cache/data-speedrun)
     for LR in "$@"; do
       MIN=$(python -c "print(float('$LR') / 10)")
       python -m albor train --config pretrain-125m --name "sweep-$OPT-$LR" --preflight off runs_dir=.cache/runs \
