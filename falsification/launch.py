@@ -20,13 +20,34 @@ def train(cfg: Path, cwd: Path, ranks: int | None, *extra: str, crash: str | Non
 
     Without ``crash`` the run must succeed; with it (an ``ALBOR_CRASH_AT`` point) it may die there.
     """
-    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"]
-    cmd = [*(launch if ranks else [sys.executable]), "-m", "albor.train", "--config", str(cfg), "--preflight", "off"]
+    cmd = ["-m", "albor.train", "--config", str(cfg), "--preflight", "off", *extra]
     env = {**os.environ, **({"ALBOR_CRASH_AT": crash} if crash else {})}
+    returncode, stderr = _run(_launcher(ranks) + cmd, cwd, env)
+    if crash is None:
+        assert returncode == 0, stderr[-3000:]
+    return returncode
+
+
+def run_on_ranks(script: str, cwd: Path, n: int, *args: str) -> None:
+    """Run the Python source ``script`` on ``n`` ranks under torchrun, with ``args``; every rank must succeed."""
+    returncode, stderr = _run(
+        [*_launcher(n), "--no-python", sys.executable, "-c", script, *args], cwd, dict(os.environ)
+    )
+    assert returncode == 0, stderr[-3000:]
+
+
+def _launcher(ranks: int | None) -> list[str]:
+    return (
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"]
+        if ranks
+        else [sys.executable]
+    )
+
+
+def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, str]:
     proc = subprocess.Popen(
-        [*cmd, *extra], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True,
-    )  # fmt: skip
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
         _, stderr = proc.communicate(timeout=HANG_S)
     except subprocess.TimeoutExpired:
@@ -34,6 +55,4 @@ def train(cfg: Path, cwd: Path, ranks: int | None, *extra: str, crash: str | Non
         _, stderr = proc.communicate()
         raise AssertionError(f"the run did not end within {HANG_S:.0f} s (a rank waits on a collective?)\n"
                              f"{stderr[-2000:]}") from None  # fmt: skip
-    if crash is None:
-        assert proc.returncode == 0, stderr[-3000:]
-    return proc.returncode
+    return proc.returncode, stderr

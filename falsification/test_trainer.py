@@ -34,7 +34,7 @@ from albor.verify.faults import apply, copy_tree
 from albor.verify.layout import GAPS_DIR, ROOT
 from albor.verify.numerics import rel_err
 from albor.verify.references import training_reference
-from falsification.launch import train
+from falsification.launch import run_on_ranks, train
 
 MAX_STEPS = 8
 
@@ -634,6 +634,44 @@ def test_a_sharded_step_synchronises_gradients_on_its_last_micro_batch_only(
         trainer.train_step()
         trainer.train_step()
     assert seen == [False, False, True] * 2, seen
+
+
+# Each rank counts its micro-batches (the decoder's forwards) and notes, at every bucket DDP hands to its
+# all-reduce, which micro-batch's backward it came from.
+COUNT_ALL_REDUCES = """
+import json, sys
+from pathlib import Path
+import torch.distributed as dist
+import yaml
+from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+from albor.train.config import build_config
+from albor.train.trainer import Trainer
+cfg_path, out = sys.argv[1:3]
+with Trainer(build_config(yaml.safe_load(Path(cfg_path).read_text()), [])) as trainer:
+    micro, reduced = [0], []
+    trainer.model.register_forward_pre_hook(lambda *_: micro.__setitem__(0, micro[0] + 1))
+    def counting(state, bucket):
+        reduced.append(micro[0])
+        return allreduce_hook(state, bucket)
+    trainer.train_model.register_comm_hook(dist.group.WORLD, counting)
+    trainer.train_step()
+    trainer.train_step()
+    Path(out, f"rank-{trainer.dist.rank}.json").write_text(json.dumps(reduced))
+"""
+
+
+@pytest.mark.claim("TRAIN-027")
+@pytest.mark.slow  # two ranks under torchrun
+def test_a_data_parallel_step_all_reduces_on_its_last_micro_batch_only(small_data: Path, tmp_path: Path) -> None:
+    # Gradients come out the same either way (DDP averages each micro-batch's share alike), so what is
+    # checked is when the all-reduces happen: in the backward of micro-batches 3 and 6, never before.
+    cfg_path = tmp_path / "run.yaml"
+    cfg_path.write_text(small_config(small_data, tmp_path, micro_batch=2, grad_accum=3).to_yaml())
+    run_on_ranks(COUNT_ALL_REDUCES, tmp_path, 2, str(cfg_path), str(tmp_path))
+    for rank in (0, 1):
+        reduced = json.loads((tmp_path / f"rank-{rank}.json").read_text())
+        assert reduced and set(reduced) == {3, 6}, f"rank {rank}: all-reduces in micro-batches {reduced}"
+        assert reduced.count(3) == reduced.count(6), f"rank {rank}: the two steps reduced {reduced}"
 
 
 @pytest.mark.claim("TRAIN-026")
