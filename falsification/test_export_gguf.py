@@ -76,7 +76,23 @@ def test_f16_greedy_tokens_agree(random_run: Path, f16: Path) -> None:
             theirs.append(token)
             if len(theirs) == 64:
                 break
-        assert theirs == ours, f"{prompt!r}: llama.cpp and Albor part at step {_first_difference(theirs, ours)}"
+        # Albor's logits along llama.cpp's tokens: how far each token llama.cpp took is below Albor's best.
+        with torch.no_grad():
+            logits = inference.model(torch.tensor([ids + theirs]))[0, len(ids) - 1 : -1].double()
+        best = logits.topk(2).values
+        behind = best[:, 0] - logits.gather(1, torch.tensor(theirs)[:, None])[:, 0]
+        # Twice the largest difference GGUF-001 admits for one logit: two logits nearer than that may swap.
+        near = 2 * tolerance("GGUF-001", torch.float16) * logits.abs().amax(dim=1)
+        worst = int((behind - near).argmax())
+        assert behind[worst] <= near[worst], (
+            f"{prompt!r} step {worst}: llama.cpp took token {theirs[worst]}, {behind[worst]:.4f} below Albor's best "
+            f"logit (a near-tie is within {near[worst]:.4f})"
+        )
+        tie = next((i for i in range(len(theirs)) if best[i, 0] - best[i, 1] <= near[i]), len(theirs))
+        assert len(theirs) == 64 and ours[:tie] == theirs[:tie], (
+            f"{prompt!r}: Albor's greedy tokens part from llama.cpp's at step {_first_difference(theirs, ours)}, "
+            f"before the first near-tie (step {tie})"
+        )
 
 
 def _first_difference(a: list[int], b: list[int]) -> int:
