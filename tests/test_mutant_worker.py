@@ -45,3 +45,11 @@ def test_a_job_past_its_time_is_killed(tmp_path: Path) -> None:
     reply = run_job(tree, {"tests": ["test_mod.py::test_slow"], "timeout": 2}, tmp_path / "work")
     assert reply["timed_out"] and reply["code"] != 0
     assert reply["seconds"] < 30
+
+
+def test_an_exitfirst_job_stops_at_its_first_failure(tmp_path: Path) -> None:
+    tree = _tree(tmp_path)
+    job = {"files": {"mod.py": "VALUE = 2\n"}, "tests": ["test_mod.py::test_value", "test_mod.py::test_slow"]}
+    reply = run_job(tree, job | {"exitfirst": True, "timeout": 30}, tmp_path / "work")
+    assert outcomes_of(reply["junit"]) == {"test_mod.py::test_value": "failed"}
+    assert reply["code"] == 1 and not reply["timed_out"]

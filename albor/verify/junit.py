@@ -34,6 +34,15 @@ def load_results(paths: Iterable[Path]) -> dict[str, Outcome]:
     return _merged(roots)
 
 
+def durations_of(xml: str | None) -> dict[str, float]:
+    """Seconds per test node id of one JUnit report given as text (the longest where it repeats a node)."""
+    seconds: dict[str, float] = {}
+    for case in ET.fromstring(xml).iter("testcase") if xml else ():
+        node = node_id(case.get("classname", ""), case.get("name", ""))
+        seconds[node] = max(seconds.get(node, 0.0), float(case.get("time") or 0.0))
+    return seconds
+
+
 def outcomes_of(xml: str | None) -> dict[str, Outcome]:
     """Outcome per test node id of one JUnit report given as text (none: no outcomes)."""
     return _merged([ET.fromstring(xml)]) if xml else {}
