@@ -7,9 +7,15 @@ import re
 import zlib
 from collections.abc import Sequence
 from functools import cache
+from typing import TYPE_CHECKING
 
 import numpy as np
-from datasketch import LeanMinHash, MinHash, MinHashLSH
+
+if TYPE_CHECKING:
+    from datasketch import LeanMinHash
+
+# datasketch is imported where it is used: it imports scipy (about 0.8 s), and every process that reads a
+# prepared corpus imports this module, though only preparation deduplicates.
 
 NUM_PERM = 128
 SHINGLE = 5
@@ -49,11 +55,15 @@ def _identity(x: np.uint64) -> np.uint64:
 
 @cache
 def _permutations() -> np.ndarray:
+    from datasketch import MinHash
+
     return MinHash(num_perm=NUM_PERM, seed=MINHASH_SEED, scheme=SCHEME).permutations
 
 
 def signature(content: str) -> np.ndarray:
     """The MinHash signature (``NUM_PERM`` values) of ``content``'s shingles."""
+    from datasketch import MinHash
+
     m = MinHash(NUM_PERM, MINHASH_SEED, hashfunc=_identity, permutations=_permutations(), scheme=SCHEME)
     hashes = shingle_hashes(content)
     for i in range(0, len(hashes), _BATCH):
@@ -67,6 +77,8 @@ def near_duplicates(signatures: Sequence[np.ndarray], threshold: float) -> dict[
     Documents are visited in order; one whose estimated Jaccard similarity with an earlier kept
     document reaches ``threshold`` is a duplicate of it, else it is kept and indexed.
     """
+    from datasketch import LeanMinHash, MinHashLSH
+
     lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM)
     kept: dict[int, LeanMinHash] = {}
     dupes: dict[int, int] = {}
