@@ -3,13 +3,15 @@
 #   bench/gpu_runs.sh OUT battery      the whole battery on CUDA -> OUT/junit-cuda.{xml,json}
 #   bench/gpu_runs.sh OUT verify       the battery, then every registered fault's mutant on CUDA -> OUT/mutants-cuda.json
 #   bench/gpu_runs.sh OUT bench MB...  trainer step vs the plain-PyTorch peer at each micro-batch
+#   bench/gpu_runs.sh OUT memory       step memory: Hugging Face + Liger-Kernel, then the mixed stack at
+#                                      recomputation budgets 0.8, 0.7, 0.6, at micro-batches 16 and 32
 #   bench/gpu_runs.sh OUT run          a short 350M run, killed with SIGKILL at step 150 and resumed
 #   bench/gpu_runs.sh OUT fsdp         FSDP2 on one GPU against the unsharded step, and the async save's pause
 #   bench/gpu_runs.sh OUT sweep OPT LR...  the speedrun's 125M job (no kill) with optimizer OPT at each lr
 # The corpus is this machine's stdlib + installed distributions, capped at 100 MB of source.
 set -euo pipefail
-OUT=${1:?usage: gpu_runs.sh OUT battery|verify|bench|run|fsdp|sweep}
-PART=${2:?usage: gpu_runs.sh OUT battery|verify|bench|run|fsdp|sweep}
+OUT=${1:?usage: gpu_runs.sh OUT battery|verify|bench|memory|run|fsdp|sweep}
+PART=${2:?usage: gpu_runs.sh OUT battery|verify|bench|memory|run|fsdp|sweep}
 shift 2
 export PYTHONUNBUFFERED=1
 DATA=(data.out=.cache/data-350m data.max_source_bytes=100000000)
@@ -29,6 +31,12 @@ case $PART in
   bench)
     prepare
     python bench/throughput.py --micro-bs "$@" --budget 0.5 --steps 20 --warmup 6 --out "$OUT/throughput.jsonl" "${DATA[@]}" ;;
+  memory)
+    # The peer needs the liger_kernel package on the path; the file is ../shared/bench's.
+    python ../shared/bench/peer_hf_llama.py --liger --compile no --micro-bs 16 32 --steps 20 | tee "$OUT/liger.txt"
+    prepare
+    python bench/throughput.py --micro-bs 16 32 --kernels mixed --budget 0.8 0.7 0.6 --steps 20 --warmup 6 \
+      --out "$OUT/memory.jsonl" "${DATA[@]}" ;;
   run)
     prepare
     RUN=(--config pretrain-350m --name gpu-350m "${DATA[@]}" optim.max_steps=300 optim.warmup_steps=50

@@ -5,12 +5,12 @@ Albor's side is the real ``Trainer.train_step`` (schedule, token-weighted accumu
 clipping, loss and grad-norm read back every step) on the real prepared corpus. Prints one JSON
 line per measurement and a table of ratios last.
 
-    python bench/throughput.py --micro-bs 16 32 [--kernels reference mixed triton] [--budget 0.5]
+    python bench/throughput.py --micro-bs 16 32 [--kernels reference mixed triton] [--budget 0.8 0.6]
                                [--steps 30] [field=value ...]
 
 ``--kernels``: ``reference`` (every op compiled from its reference), ``triton`` (every Triton kernel),
-``mixed`` (the Triton linear + cross-entropy kernel, the other ops compiled). ``--budget B`` adds a
-stack with the first kernels choice and ``activation_memory_budget=B``.
+``mixed`` (the Triton linear + cross-entropy kernel, the other ops compiled). ``--budget B...`` adds a
+stack with the first kernels choice and ``activation_memory_budget=B`` for each B.
 """
 
 from __future__ import annotations
@@ -104,7 +104,9 @@ def main() -> None:
     ap.add_argument(
         "--kernels", nargs="+", default=["reference", "mixed", "triton"], choices=["reference", "mixed", "triton"]
     )
-    ap.add_argument("--budget", type=float, help="also run the first kernels choice at this activation memory budget")
+    ap.add_argument(
+        "--budget", type=float, nargs="+", default=[], help="also run the first kernels choice at each of these budgets"
+    )
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=8)
     ap.add_argument("--out", type=Path, help="also write the JSON lines here")
@@ -114,12 +116,12 @@ def main() -> None:
         p = run_peer(mb, args.steps)
         print(json.dumps(p), flush=True)
         rows.append(p)
-        stacks = [(k, 1.0) for k in args.kernels] + ([(args.kernels[0], args.budget)] if args.budget else [])
+        stacks = [(k, 1.0) for k in args.kernels] + [(args.kernels[0], b) for b in args.budget]
         for k, budget in stacks:
             try:
                 a = run_albor(args.overrides, mb, args.steps, args.warmup, k, budget)
             except Exception as e:  # a failed variant is a result to report, not a reason to lose the others
-                a = {"stack": f"albor-{k}", "micro_bs": mb, "error": repr(e)[:400]}
+                a = {"stack": f"albor-{k}-budget{budget}", "micro_bs": mb, "error": repr(e)[:400]}
             print(json.dumps(a), flush=True)
             rows.append(a)
     if args.out:
