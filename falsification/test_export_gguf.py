@@ -133,6 +133,28 @@ def test_rotary_permutation() -> None:
     assert rel_err(wrong, scores_albor) > 1e-3, "the check cannot tell the two pairings apart"
 
 
+@pytest.mark.claim("GGUF-009")
+def test_hyperparameters_as_llama_cpp_reads_them(random_run: Path, f16: Path) -> None:
+    cfg = load(random_run, "cpu").model.cfg
+    meta = _llama(f16).metadata  # llama.cpp's own reading of the file's keys, as text
+    want = {
+        "context_length": cfg.max_seq_len,
+        "embedding_length": cfg.d_model,
+        "block_count": cfg.n_layers,
+        "feed_forward_length": cfg.d_ff,
+        "attention.head_count": cfg.n_heads,
+        "attention.head_count_kv": cfg.n_kv_heads,
+        "rope.dimension_count": cfg.head_dim,
+        "rope.freq_base": cfg.rope_theta,
+        "attention.layer_norm_rms_epsilon": cfg.norm_eps,
+        "vocab_size": cfg.vocab_size,
+    }
+    # llama.cpp prints a float with six decimals.
+    got = {k: float(meta[f"llama.{k}"]) for k in want}
+    assert got == {k: pytest.approx(v, abs=5e-7) for k, v in want.items()}
+    assert meta["general.architecture"] == "llama"
+
+
 @pytest.mark.claim("GGUF-004")
 def test_tokenizer_matches_albor(random_run: Path, f16: Path) -> None:
     from gguf import GGUFReader, TokenType
