@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 import pytest
@@ -10,7 +11,7 @@ from hypothesis import strategies as st
 
 from albor.data.fim import SENTINELS, fim_invert, fim_transform, parts_from_ids
 from albor.data.synthetic import tiny_tokenizer
-from albor.data.tokenizer import FIM_PREFIX, FIM_SUFFIX, decode, encode
+from albor.data.tokenizer import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, decode, encode
 from albor.verify.contracts import tolerance
 
 DOCS = st.text(max_size=200)
@@ -67,3 +68,54 @@ def test_fim_rates(rate: float, spm: float) -> None:
     spm_share = sum(o[1] == FIM_SUFFIX for o in fim) / len(fim)
     assert abs(spm_share - spm) <= tol
     assert all(fim_transform(d, 7, 0.0, spm) == [d] for d in docs[:200])
+
+
+@pytest.mark.claim("FIM-005")
+@pytest.mark.parametrize("doc", ["a", "ab"])
+def test_cut_points_are_two_uniform_draws_edges_included(doc: str) -> None:
+    # PSM only, so prefix and middle give both cuts: (i, j) = (len(prefix), len(prefix) + len(middle)).
+    n, seeds = len(doc), 9000
+    seen: Counter[tuple[int, int]] = Counter()
+    for seed in range(seeds):
+        _, prefix, _, _, _, middle = fim_transform(doc, seed, 1.0, 0.0)
+        seen[(len(prefix), len(prefix) + len(middle))] += 1
+    # Two independent draws from 0..n, sorted: a pair of equal points once, of different ones twice.
+    want = {(i, j): (1 if i == j else 2) / (n + 1) ** 2 for i in range(n + 1) for j in range(i, n + 1)}
+    assert set(seen) == set(want), sorted(seen)
+    tol = tolerance("FIM-005")
+    for pair, p in want.items():
+        assert abs(seen[pair] / seeds - p) <= tol, (pair, seen[pair] / seeds, p)
+
+
+# Pinned transforms: a prepared data folder is reused by its configuration's fingerprint, which names no
+# code, so the draw for a (seed, document) must stay what it was when the folder was built.
+PINNED = [
+    ("def f():\n    return 1\n", 0, [FIM_PREFIX, FIM_SUFFIX, "  return 1\n", FIM_MIDDLE, "def f():\n  "]),
+    ("def f():\n    return 1\n", 7, [FIM_PREFIX, FIM_SUFFIX, " f():\n    return 1\n", FIM_MIDDLE, "def"]),
+    ("x = '\ud800'\n", 0, [FIM_PREFIX, FIM_SUFFIX, "'\ud800'\n", FIM_MIDDLE, "x = "]),
+    ("x = '\ud800'\n", 7, [FIM_PREFIX, "x = '", FIM_SUFFIX, "'\n", FIM_MIDDLE, "\ud800"]),
+]
+
+
+@pytest.mark.claim("FIM-006")
+@pytest.mark.parametrize(("doc", "seed", "parts"), PINNED)
+def test_the_draw_for_a_document_is_pinned(doc: str, seed: int, parts: list[str | int]) -> None:
+    assert fim_transform(doc, seed, 1.0, 0.5) == parts
+
+
+ORDER = "not a FIM transform: sentinels must open the document in the order PRE, SUF, MID"
+
+
+@pytest.mark.claim("FIM-007")
+def test_inversion_joins_split_texts_and_refuses_what_no_transform_makes() -> None:
+    pre, suf, mid = SENTINELS
+    assert fim_invert([pre, "de", "f", suf, "()", mid, " ", "f"]) == "def f()"
+    assert fim_invert(["plain ", "text"]) == "plain text"
+    repeated = [pre, "a", suf, "b", mid, "c", mid]
+    with pytest.raises(ValueError, match=f"unexpected or repeated sentinel {mid} in {re.escape(repr(repeated))}"):
+        fim_invert(repeated)
+    with pytest.raises(ValueError, match="unexpected or repeated sentinel 2 in"):
+        fim_invert([pre, "a", 2, suf, mid])
+    for bad in ([suf, "a", pre, "b", mid, "c"], [pre, "a", mid, "b"], ["lead", pre, "a", suf, "b", mid, "c"]):
+        with pytest.raises(ValueError, match=f"^{ORDER}$"):
+            fim_invert(bad)
