@@ -175,3 +175,45 @@ def test_bits_per_byte_against_decoded_bytes(small_data: Path) -> None:
     uniform = evaluate_perplexity(model, windows, 4, "cpu", token_bytes=lengths)
     expected = math.log2(cfg.vocab_size) * uniform.tokens / decoded
     assert abs(uniform.bits_per_byte - expected) <= tol * expected
+
+
+@pytest.mark.claim("PPL-008")
+def test_arguments_at_and_past_their_edges(device: torch.device) -> None:
+    model, windows = _model(device), _windows()
+    plain = evaluate_perplexity(model, windows, 3, device)
+    assert (plain.bytes, plain.bits_per_byte) == (None, None)
+    # The edges are accepted: one input a window, one window, max_windows 1, batches of 1.
+    assert evaluate_perplexity(model, windows[:, :2], 1, device).tokens == len(windows)
+    assert evaluate_perplexity(model, windows[:1], 1, device).tokens == 13
+    assert evaluate_perplexity(model, windows, 2, device, max_windows=1).tokens == 13
+    # Bits per byte leaves the loss and ppl as they are, and one scored byte is enough.
+    one = np.zeros(CFG.vocab_size, dtype=np.int64)
+    one[windows[0, 1]] = 1
+    single = windows[:1].copy()
+    single[0, 2:] = (windows[0, 1] + 1) % CFG.vocab_size  # every later target an id of no bytes
+    res = evaluate_perplexity(model, single, 1, device, token_bytes=one)
+    assert res.bytes == 1 and res.ppl == math.exp(res.loss) == evaluate_perplexity(model, single, 1, device).ppl
+    refused = [
+        ({"windows": windows[0]}, r"windows must be \(n, seq_len \+ 1\) with seq_len >= 1, got shape \(14,\)"),
+        ({"windows": windows[:, :1]}, r"windows must be \(n, seq_len \+ 1\) with seq_len >= 1, got shape \(7, 1\)"),
+        ({"batch_size": 0}, "^batch_size must be >= 1, got 0$"),
+        ({"max_windows": 0}, "^max_windows must be >= 1 or None, got 0$"),
+        ({"windows": windows[:0]}, "^no windows to evaluate$"),
+        ({"token_bytes": one[:-1]}, r"token_bytes must give one length per id of the model's vocabulary \(301,\), "),
+        ({"token_bytes": np.zeros_like(one)}, r"^the scored tokens stand for no source bytes \(only special ids\)"),
+    ]
+    for change, message in refused:
+        args = {"windows": windows, "batch_size": 3} | change
+        with pytest.raises(ValueError, match=message):
+            evaluate_perplexity(model, device=device, **args)
+
+
+@pytest.mark.claim("PPL-008")
+def test_byte_lengths_are_integers_and_cover_the_vocabulary(small_data: Path) -> None:
+    tok = load_tokenizer(small_data / "tokenizer.json")
+    lengths = token_byte_lengths(tok, tok.get_vocab_size() + 3)
+    assert lengths.dtype == np.int64 and lengths.shape == (tok.get_vocab_size() + 3,)
+    with pytest.raises(
+        ValueError, match=f"^size 299 is below the tokenizer's vocabulary of {tok.get_vocab_size()} ids$"
+    ):
+        token_byte_lengths(tok, 299)
