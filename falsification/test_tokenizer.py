@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
 from albor.data import prepare
 from albor.data.config import DataConfig
@@ -19,11 +20,13 @@ from albor.data.tokenizer import (
     FIM_MIDDLE,
     FIM_PREFIX,
     FIM_SUFFIX,
+    MIN_VOCAB,
     N_SPECIAL,
     PAD,
     SPECIAL_TOKENS,
     UNK,
     PieceEncoder,
+    build_tokenizer,
     decode,
     encode,
     encode_batch,
@@ -141,3 +144,54 @@ def test_a_capped_tokenizer_trains_on_a_seeded_sample_of_train(tmp_path: Path) -
     assert vocab(full) == vocab(whole)
     configs = [DataConfig(tokenizer_sample_bytes=b) for b in (None, cap, total)]
     assert len({default_data_dir(c) for c in configs}) == 3, "the cap is part of the data's fingerprint"
+
+
+@pytest.mark.claim("TOK-009")
+def test_training_keeps_its_size_its_floor_and_merges_only_repeated_pairs() -> None:
+    assert MIN_VOCAB == N_SPECIAL + 256 == 263
+    assert tiny_tokenizer().get_vocab_size() == 300
+    # "ab" twice ("ab", " ab"); every other pair once: only "ab" is merged, though room is left for five.
+    tok = train_tokenizer(["ab ab", "xyz"], MIN_VOCAB + 5)
+    assert tok.get_vocab_size() == MIN_VOCAB + 1 and tok.token_to_id("ab") == MIN_VOCAB
+    assert train_tokenizer(["ab ab"], MIN_VOCAB).get_vocab_size() == MIN_VOCAB  # the floor itself is taken
+    with pytest.raises(ValueError, match=r"^vocab_size 262 is below 263 \(7 special tokens \+ 256 bytes\)$"):
+        train_tokenizer(["ab ab"], MIN_VOCAB - 1)
+
+
+@pytest.mark.claim("TOK-010")
+def test_decode_writes_special_ids_as_their_tokens() -> None:
+    tok = tiny_tokenizer()
+    ids = [FIM_PREFIX, *encode(tok, "x = 1"), FIM_SUFFIX, FIM_MIDDLE, EOS]
+    assert decode(tok, ids) == "<|fim_prefix|>x = 1<|fim_suffix|><|fim_middle|></s>"
+
+
+@pytest.mark.claim("TOK-011")
+def test_a_given_tokenizer_is_checked_copied_or_refused(tmp_path: Path) -> None:
+    displaced = Tokenizer(models.BPE())
+    displaced.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    displaced.train_from_iterator(["a b"], trainers.BpeTrainer(special_tokens=["<pad>", *SPECIAL_TOKENS]))
+    path = tmp_path / "displaced.json"
+    path.write_text(displaced.to_str())
+    with pytest.raises(ValueError, match=f"^{path}: special token '<unk>' has id 1, expected 0$"):
+        load_tokenizer(path)
+
+    given_path = tmp_path / "given.json"
+    save_tokenizer(tiny_tokenizer(), given_path)
+    for vocab in (300, 301):  # as many ids as the model's vocabulary, or fewer
+        out = tmp_path / f"data-{vocab}"
+        out.mkdir()
+        built = build_tokenizer(DataConfig(vocab_size=vocab, tokenizer=given_path), out)
+        assert load_tokenizer(built).to_str() == load_tokenizer(given_path).to_str()
+    more = f"^data.tokenizer: {given_path} has 300 ids, more than data.vocab_size=299$"
+    with pytest.raises(ValueError, match=more):
+        build_tokenizer(DataConfig(vocab_size=299, tokenizer=given_path), tmp_path)
+
+
+@pytest.mark.claim("TOK-005")
+def test_a_lone_surrogate_through_the_piece_encoder_names_its_text() -> None:
+    message = (
+        r"^text 1 holds a lone surrogate '\\ud800' at index 1; only valid Unicode can be tokenized "
+        r"\(decode bytes with errors='strict' or 'replace' first\)$"
+    )
+    with pytest.raises(ValueError, match=message):
+        PieceEncoder(tiny_tokenizer()).encode_batch(["fine", "a\ud800b"])
