@@ -33,7 +33,8 @@ case $PART in
     python bench/throughput.py --micro-bs "$@" --budget 0.5 --steps 20 --warmup 6 --out "$OUT/throughput.jsonl" "${DATA[@]}" ;;
   memory)
     # The peer needs the liger_kernel package on the path; the file is ../shared/bench's.
-    python ../shared/bench/peer_hf_llama.py --liger --compile no --micro-bs 16 32 --steps 20 | tee "$OUT/liger.txt"
+    python ../shared/bench/peer_hf_llama.py --liger --compile no --micro-bs 16 32 --steps 20 | tee "$OUT/liger.txt" \
+      || echo "liger peer: exit $?"  # Albor's side still runs: the call is the only one of its day
     prepare
     python bench/throughput.py --micro-bs 16 32 --kernels mixed --budget 0.8 0.7 0.6 --steps 20 --warmup 6 \
       --out "$OUT/memory.jsonl" "${DATA[@]}" ;;

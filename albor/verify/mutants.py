@@ -46,9 +46,7 @@ class Mutant:
     detail: str = ""
 
 
-def run_mutant(
-    m: Mutant, pool: Workers, clean: dict[str, str], seconds: dict[str, float] | None = None, root: Path = ROOT
-) -> Mutant:
+def run_mutant(m: Mutant, pool: Workers, clean: dict[str, str], seconds: dict[str, float], root: Path = ROOT) -> Mutant:
     """Run ``m``'s falsifiers on a worker's copy of ``root`` with the patch's files in place; sets ``killed``,
     ``runnable`` and ``detail``.
 
@@ -65,7 +63,7 @@ def run_mutant(
     except FaultError as e:
         m.detail = f"ERROR: the patch does not apply: {e}"
         return m
-    tests = sorted(m.falsifiers, key=lambda f: _cost([f], seconds or {}))
+    tests = sorted(m.falsifiers, key=lambda f: _cost([f], seconds))
     reply = pool.run({"files": files, "tests": tests, "exitfirst": True, "timeout": MUTANT_TIMEOUT_S})
     outcomes = outcomes_of(reply["junit"])
     failed = sorted(n for n, o in outcomes.items() if o == "failed")
@@ -116,9 +114,9 @@ def run_mutants(gaps_dir: Path = GAPS_DIR, workers: int | None = None, baseline:
         order = sorted(mutants, key=lambda m: -_cost(m.falsifiers, seconds))
         with ThreadPoolExecutor(max_workers=len(pool.procs)) as threads:
             list(threads.map(lambda m: run_mutant(m, pool, clean, seconds), order))
-        done = mutants
+    # run_mutant sets each mutant's outcome in place; the summary lists them in gap order.
     where = {"device": device_kind(), "card": card_name(), "date": dt.date.today().isoformat()}
-    return summarize([asdict(m) | {"ran_on": where} for m in done]) | where
+    return summarize([asdict(m) | {"ran_on": where} for m in mutants]) | where
 
 
 def summarize(mutants: list[dict]) -> dict:
