@@ -23,7 +23,7 @@ from albor import checkpoint as ckpt
 from albor.data import load_windows
 from albor.data.cursor import DataCursor
 from albor.data.fim import SENTINELS
-from albor.model import Decoder
+from albor.model import Block, Decoder
 from albor.ops import IGNORE_INDEX, rope_tables
 from albor.optim.lr_schedule import lr_at
 from albor.train import preflight
@@ -689,3 +689,27 @@ def test_a_steps_mfu_is_its_throughput_over_the_peak(small_data: Path, tmp_path:
     flops = 6 * n + 12 * c.n_layers * c.d_model * cfg.data.seq_len
     assert m.mfu == pytest.approx(m.tok_s * flops / 5e12, rel=1e-12)
     assert m.mfu_with_head == pytest.approx(m.tok_s * (flops + 6 * c.vocab_size * c.d_model) / 5e12, rel=1e-12)
+
+
+@pytest.mark.claim("TRAIN-028")
+@pytest.mark.slow  # an eager run and a compiled one
+def test_block_scope_compiles_one_block_for_every_block(small_data: Path, tmp_path: Path) -> None:
+    torch._dynamo.reset()
+    eager = Trainer(small_config(small_data, tmp_path / "eager", eval_every=3))
+    steps_a = [eager.train_step() for _ in range(3)]
+    over = {"compile": True, "compile_scope": "block", "eval_every": 3, "eval_windows": 3, "eval_sample_tokens": 4}
+    blocks = Trainer(small_config(small_data, tmp_path / "block", **over))
+    assert blocks.train_model is blocks.model, "block scope leaves the decoder itself as the step's module"
+    blocks.fit_steps(3)  # steps 1..3, then the evaluation and the sample at step 3
+    # One entry on the block's call: its forward and backward, traced once, serve both blocks; the
+    # evaluation (eval mode, no grad) and the sample (a KV cache) ran eagerly and left none of their own.
+    entries = _debug_get_cache_entry_list(Block.forward.__code__)
+    assert len(entries) == 1, f"{len(entries)} compiled graphs of a block, not 1"
+    assert not _debug_get_cache_entry_list(Decoder.forward.__code__), "block scope compiled the whole forward"
+    records = _metrics(blocks.run_dir)
+    assert [r["kind"] for r in records] == ["train"] * 3 + ["eval", "sample"]
+    for a, b in zip(steps_a, records[:3], strict=True):
+        assert abs(a.loss - b["loss"]) <= tolerance("TRAIN-028", "loss") * abs(a.loss), (steps_a, records[:3])
+    weights = eager.model.state_dict()
+    for name, w in blocks.model.state_dict().items():
+        assert rel_err(w, weights[name]) <= tolerance("TRAIN-028", "weights"), name

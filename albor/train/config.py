@@ -38,6 +38,11 @@ class TrainConfig(Strict):
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: CUDA when a GPU is visible")
     precision: Literal["auto", "fp32", "bf16"] = Field(default="auto", description="auto: bf16 on CUDA, fp32 on CPU")
     compile: bool = Field(default=False, description="torch.compile the training step")
+    compile_scope: Literal["step", "block"] = Field(
+        default="step",
+        description="compiled runs: step compiles the whole forward as one graph; block compiles one decoder "
+        "block, whose graph every block reuses (a shorter first compile)",
+    )
     activation_memory_budget: float = Field(
         default=1.0,
         gt=0,
@@ -127,6 +132,10 @@ class TrainConfig(Strict):
     def _fits(self) -> TrainConfig:
         if self.async_checkpoint and self.parallel != "fsdp":
             raise ValueError("async_checkpoint needs parallel: fsdp (its distributed checkpoints are written by DCP)")
+        if self.compile_scope == "block" and not self.compile:
+            raise ValueError("compile_scope: block needs compile: true")
+        if self.compile_scope == "block" and self.parallel == "fsdp":
+            raise ValueError("compile_scope: block is not built for parallel: fsdp (its hooks wrap each block)")
         if self.activation_memory_budget < 1 and not self.compile:
             raise ValueError(f"activation_memory_budget={self.activation_memory_budget} needs compile: true")
         if self.eval_sample_tokens >= self.data.seq_len:

@@ -37,6 +37,7 @@ RESUMABLE = (
     "device",
     "precision",
     "compile",
+    "compile_scope",
     "activation_memory_budget",
     "kernels",
     "allow_kernel_fallback",

@@ -161,6 +161,16 @@ class Trainer:
             raise
 
     def _setup(self, cfg: TrainConfig, resume: bool) -> None:
+        # Seconds of each part of the setup, for run.json: what a run pays before its first step.
+        self.setup_s: dict[str, float] = {}
+        t = time.perf_counter()
+
+        def lap(part: str) -> None:
+            nonlocal t
+            now = time.perf_counter()
+            self.setup_s[part] = round(now - t, 3)
+            t = now
+
         # Checked before anything is built: a resume may change only what RESUMABLE lists.
         self.resume_changes = resume_changes_of(cfg) if resume else {}
         # On resume the run's own checkpoint holds the weights, and its config already names the tokenizer.
@@ -176,10 +186,14 @@ class Trainer:
             torch.use_deterministic_algorithms(True)
         torch.manual_seed(cfg.seed)
         self.bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
+        lap("device")
         self._setup_data()
+        lap("data")
         self.kernels = Kernels(cfg.kernels, cfg.allow_kernel_fallback, self.device)
+        lap("kernels")
         model = self._build_model(init_ckpt)
         model.to(self.device)
+        lap("model")
         if self.sharded:
             fsdp.shard(model, model.blocks, self.device, self.bf16)
         n_windows = len(self.train_windows)
@@ -199,12 +213,14 @@ class Trainer:
         self.resumed_from: int | None = None
         self._bar: tqdm | None = None
         self._start = time.perf_counter()
+        lap("state")
         if resume:
             self.resume()
         elif self.checkpoints.any():
             raise FileExistsError(f"{self.run_dir} has checkpoints: pass --resume to continue it, or another name")
         else:
             self._start_fresh(init_ckpt)
+        lap("checkpoint")
         self.train_model = self._wrap(model)
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.tokens_per_step = cfg.micro_batch * cfg.grad_accum * self.dist.world * cfg.data.seq_len
@@ -253,7 +269,12 @@ class Trainer:
         torch._dynamo.reset()
         # AOTAutograd reads it when the step is first compiled, to choose what to recompute.
         functorch_config.activation_memory_budget = self.cfg.activation_memory_budget
-        return torch.compile(wrapped)
+        if self.cfg.compile_scope == "step":
+            return torch.compile(wrapped)
+        # Dynamo guards on a block's structure, not its identity: the first block's graph serves them all.
+        for block in model.blocks:
+            block.compile()
+        return wrapped
 
     # --- checkpoints -------------------------------------------------------------------------
 
@@ -402,6 +423,12 @@ class Trainer:
         """val_ppl and bits per byte over the first ``eval_windows`` val windows (the same code as ``albor eval
         perplexity``), then a sampled completion when ``eval_sample_tokens`` asks for one. The record's ``time``
         is on the train records' clock (seconds since the loop started), ``unix_time`` the wall clock's."""
+        # A block-scope run's blocks are compiled for the training step; evaluation and sampling (other
+        # shapes, a KV cache) run them eagerly rather than compile graphs that a few calls would use.
+        with torch.compiler.set_stance("force_eager"):
+            return self._evaluate()
+
+    def _evaluate(self) -> float:
         res = evaluate_perplexity(
             self.model,
             self.val_windows,
@@ -462,6 +489,7 @@ class Trainer:
             "kernels": self.kernels.backends,
             "kernel_fallbacks": self.kernels.fallbacks,
             "resumed_from": self.resumed_from,
+            "setup_s": self.setup_s,
         }
 
     def _mfu_note(self) -> str:
