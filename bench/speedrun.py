@@ -200,8 +200,9 @@ def split_lists(data_dir: Path, where: dict[tuple[str, str], Path], work: Path, 
     return out
 
 
-def albor_job(job: Job, scale: Scale, steps: int, overrides: Sequence[str]) -> dict[str, Any]:
-    """Prepare and train, killed once mid-run and resumed; the curve on the wall clock from the job's start.
+def albor_job(job: Job, scale: Scale, steps: int, overrides: Sequence[str], kill: bool) -> dict[str, Any]:
+    """Prepare and train, killed once mid-run and resumed when ``kill``; the curve on the wall clock from the
+    job's start.
 
     ``overrides`` are ``KEY=VALUE`` settings of the train config on top of the scale's; ``data.*`` ones
     reach the preparation too.
@@ -234,6 +235,10 @@ def albor_job(job: Job, scale: Scale, steps: int, overrides: Sequence[str]) -> d
         f"eval_windows={manifest.splits['val'].windows}",
     ]
     env = job.env_with("cache-albor")
+    if not kill:
+        if job.run("albor-train", albor("train", *train), env) != 0:
+            raise SystemExit("albor train failed; see logs/albor-train.log")
+        return albor_records(job, runs / "speedrun", t0, prepared, manifest)[0] | {"kill": None}
     rc = job.run("albor-train", albor("train", *train), {**env, "ALBOR_CRASH_AT": f"step:{crash}"})
     killed = time.time() - t0
     if rc != -signal.SIGKILL:
@@ -241,7 +246,25 @@ def albor_job(job: Job, scale: Scale, steps: int, overrides: Sequence[str]) -> d
     resumed = time.time() - t0
     if job.run("albor-resume", albor("train", *train, "--resume"), env) != 0:
         raise SystemExit("albor train --resume failed; see logs/albor-resume.log")
-    run_dir = runs / "speedrun"
+    result, resume_loop, train_time = albor_records(job, runs / "speedrun", t0, prepared, manifest)
+    # The step the kill lost ended just before it; what the restart cost is the time until it ended again.
+    restart = resume_loop + train_time[crash] - (t0 + killed)
+    return result | {
+        "kill": {
+            "crash_at": f"step:{crash}",
+            "checkpoint_step": checkpoint_step,
+            "killed_s": round(killed, 1),
+            "resume_started_s": round(resumed, 1),
+            "restart_cost_s": round(restart, 1),
+        },
+    }
+
+
+def albor_records(
+    job: Job, run_dir: Path, t0: float, prepared: float, manifest: Any
+) -> tuple[dict[str, Any], float, dict[int, float]]:
+    """The finished run's figures on the job's clock (from ``t0``), with its records copied to OUT; and the last
+    process's loop start and each step's time on its loop clock."""
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in records if r["kind"] == "eval"]
     curve = [
@@ -250,30 +273,25 @@ def albor_job(job: Job, scale: Scale, steps: int, overrides: Sequence[str]) -> d
     ]
     # Each process's loop clock starts at its first step: an eval's unix_time minus its time.
     loops = [r["unix_time"] - r["time"] for r in evals]
-    train_recs = {r["step"]: r for r in records if r["kind"] == "train"}
-    first_loop, resume_loop = loops[0], loops[-1]
-    # The step the kill lost ended just before it; what the restart cost is the time until it ended again.
-    restart = resume_loop + train_recs[crash]["time"] - (t0 + killed)
+    train_time = {r["step"]: r["time"] for r in records if r["kind"] == "train"}
     for name in ("config.yaml", "metrics.jsonl", "history.jsonl", "run.json", "summary.json", "preflight.json"):
         if (run_dir / name).is_file():
             (job.out / "albor").mkdir(exist_ok=True)
             (job.out / "albor" / name).write_bytes((run_dir / name).read_bytes())
-    return {
+    figures = {
         "prepare_s": round(prepared, 1),
-        "first_step_s": round(first_loop + train_recs[1]["time"] - t0, 1),
+        # From prepare's end to the first process's loop: interpreter start, imports and the trainer's setup.
+        "to_loop_s": round(loops[0] - t0 - prepared, 1),
+        "first_step_s": round(loops[0] + train_time[1] - t0, 1),
         "job_s": round(time.time() - t0, 1),
+        # The last process's setup, part by part (run.json is rewritten by each process).
+        "setup_s": json.loads((run_dir / "run.json").read_text()).get("setup_s"),
         "curve": curve,
-        "kill": {
-            "crash_at": f"step:{crash}",
-            "checkpoint_step": checkpoint_step,
-            "killed_s": round(killed, 1),
-            "resume_started_s": round(resumed, 1),
-            "restart_cost_s": round(restart, 1),
-        },
         "data": {s: v.model_dump(exclude={"shards"}) for s, v in manifest.splits.items()},
-        "data_dir": str(data_dir),
+        "data_dir": str(job.work / "data"),
         "run_dir": str(run_dir),
     }
+    return figures, loops[-1], train_time
 
 
 def peer_job(job: Job, scale: Scale, steps: int, lists: dict[str, Any], val_tokens: int) -> dict[str, Any]:
@@ -366,7 +384,8 @@ def compare(a: dict[str, Any], p: dict[str, Any]) -> dict[str, Any]:
     target = p["curve"][-1]["val_bpb"]
     first, crossed = crossing(a["curve"], target)
     # The restart's cost counts only where the target was reached after the kill.
-    restart = a["kill"]["restart_cost_s"] if crossed is not None and crossed > a["kill"]["killed_s"] else 0.0
+    kill = a["kill"]
+    restart = kill["restart_cost_s"] if kill and crossed is not None and crossed > kill["killed_s"] else 0.0
     return {
         "target_bpb": target,
         "albor_final_bpb": a["curve"][-1]["val_bpb"],
@@ -397,7 +416,8 @@ def plot(a: dict[str, Any], p: dict[str, Any], path: Path) -> None:
     if p["curve"]:
         ax.axhline(p["curve"][-1]["val_bpb"], color="grey", ls="--", lw=0.8, label="peer's final")
         ax.axvline(p["job_s"], color="grey", ls=":", lw=0.8, label="peer's job ends")
-    ax.axvline(a["kill"]["killed_s"], color="red", ls=":", lw=0.8, label="Albor killed")
+    if a["kill"]:
+        ax.axvline(a["kill"]["killed_s"], color="red", ls=":", lw=0.8, label="Albor killed")
     ax.set(xlabel="wall time since the job's start (s)", ylabel="val bits per byte")
     ax.legend()
     fig.tight_layout()
@@ -497,6 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, help="optimizer steps of both trainers (H200 default 225, smoke 6)")
     p.add_argument("--smoke", action="store_true", help="tiny model, small corpus, the CPU: the same code path")
     p.add_argument("--no-chain", action="store_true", help="the two jobs only, for a call the chain would overrun")
+    p.add_argument("--no-kill", action="store_true", help="Albor's run without the SIGKILL and the resume")
     p.add_argument(
         "--set",
         nargs="+",
@@ -528,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
         "commands": job.commands,
     }
     try:
-        a = results["albor"] = albor_job(job, scale, steps, args.set)
+        a = results["albor"] = albor_job(job, scale, steps, args.set, kill=not args.no_kill)
         try:  # the peer's side, and the comparison; the chain runs whatever happens here
             lists = results["lists"] = split_lists(Path(a["data_dir"]), where, job.work, args.out)
             p_ = results["peer"] = peer_job(job, scale, steps, lists, a["data"]["val"]["tokens"])
