@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -9,9 +10,10 @@ import pytest
 import torch
 
 from albor.checkpoint import load_for_inference
-from albor.ladder.merge import merge_checkpoints, slerp
+from albor.data.tokenizer import train_tokenizer
+from albor.ladder.merge import main, merge_checkpoints, merge_state, slerp
 from albor.verify.contracts import tolerance
-from falsification.exports import code_tokenizer, random_decoder, save_run
+from falsification.exports import RANDOM, code_tokenizer, random_decoder, save_run
 
 DTYPES = [torch.float32, torch.bfloat16]
 
@@ -85,3 +87,66 @@ def test_matches_float64_slerp(dtype: torch.dtype, t: float) -> None:
         assert got.dtype == dtype
         err = ((got.double() - want).norm() / want.norm()).item()
         assert err <= tolerance("MERGE-004", dtype), (c, err)
+
+
+@pytest.mark.claim("MERGE-005")
+def test_the_cli_writes_the_slerp_of_two_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tok = code_tokenizer()
+    first = save_run(tmp_path / "a", random_decoder(seed=0), tok)
+    second = save_run(tmp_path / "b", random_decoder(seed=1), tok)
+    out = tmp_path / "merged"
+    argv = ["--t", "0.3", str(first), str(second), "--out", str(out)]
+    assert main(argv) == 0
+    assert f"merged {first} and {second} at t=0.3 into {out}" in capsys.readouterr().out
+    merged = load_for_inference(out)
+    a, b = load_for_inference(first).model.state_dict(), load_for_inference(second).model.state_dict()
+    for name, got in merged.model.state_dict().items():
+        want = _slerp64(a[name], b[name], 0.3)
+        assert ((got.double() - want).norm() / want.norm()).item() <= tolerance("MERGE-005", "float32"), name
+    assert merged.model_config == load_for_inference(first).model_config and merged.path.name == "step-00000000"
+    assert (merged.path / "tokenizer.json").read_bytes() == (
+        first / "checkpoints" / "latest" / "tokenizer.json"
+    ).read_bytes()
+    assert json.loads((out / "ladder.json").read_text()) == {
+        "parents": [str(first), str(second)],
+        "recipe": "albor merge " + " ".join(argv),
+    }
+    # Refusals: exit 2 with the offending run named, and nothing written at --out.
+    other_shape = save_run(tmp_path / "c", random_decoder(RANDOM.model_copy(update={"d_ff": 40}), seed=2), tok)
+    other_tok = save_run(
+        tmp_path / "d", random_decoder(seed=3), train_tokenizer(["def f(x):\n    return x\n"] * 9, 300)
+    )
+    for bad, message in ((other_shape, "holds another model than"), (other_tok, "has another tokenizer than")):
+        assert main([str(first), str(bad), "--out", str(tmp_path / "no")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"albor merge: {bad}: ") and message in err, err
+        assert not (tmp_path / "no").exists()
+    with pytest.raises(SystemExit) as e:
+        main(["--t", "1.5", str(first), str(second), "--out", str(tmp_path / "no")])
+    assert e.value.code == 2 and "--t: must lie in [0, 1], got 1.5" in capsys.readouterr().err
+
+
+@pytest.mark.claim("MERGE-006")
+def test_the_linear_fallback_starts_past_the_declared_dot_and_bad_input_is_named() -> None:
+    a, b = _pair((61, 13), torch.float32, 7)
+    u = a.flatten() / a.norm()
+    w = b.flatten() - (u @ b.flatten()) * u
+    w = w / w.norm()
+    for c, linear in ((0.9994, False), (0.9996, True), (-0.9996, True)):
+        b_c = (c * u + math.sqrt(1 - c * c) * w).view(a.shape) * a.norm()
+        got = slerp(a, b_c, 0.25).double()
+        lin = a.double() + 0.25 * (b_c.double() - a.double())
+        want = lin if linear else _slerp64(a, b_c, 0.25)
+        other = _slerp64(a, b_c, 0.25) if linear else lin
+        err = ((got - want).norm() / want.norm()).item()
+        assert err <= 1e-6, (c, err)
+        assert ((got - other).norm() / want.norm()).item() > 1e-5, f"cos {c}: both formulas agree, no test"
+    with pytest.raises(ValueError, match=r"cannot merge tensors of shapes \(3, 4\) and \(4, 3\)"):
+        slerp(torch.ones(3, 4), torch.ones(4, 3), 0.5)
+    for t in (-0.1, 1.1):
+        with pytest.raises(ValueError, match=rf"t must lie in \[0, 1\], got {t}"):
+            slerp(a, b, t)
+    with pytest.raises(ValueError, match=r"the models differ in tensors: \['x', 'y'\]"):
+        merge_state({"w": a, "x": a}, {"w": b, "y": b}, 0.5)
+    merged = merge_state({"w": a, "v": b}, {"w": b, "v": a}, 0.25)
+    assert list(merged) == ["w", "v"] and torch.equal(merged["v"], slerp(b, a, 0.25))
