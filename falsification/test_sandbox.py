@@ -393,16 +393,22 @@ FORK_AND_HOLD = textwrap.dedent(
     """
     import os, select, signal
     r, w = os.pipe()
+    children = []
     for _ in range(3):
-        if os.fork() == 0:
+        pid = os.fork()
+        if pid == 0:
             block = b"x" * (100 << 20)
             os.write(w, b"+")
             signal.pause()
+        children.append(pid)
     block = b"x" * (100 << 20)
     got = b""
     while len(got) < 3 and select.select([r], [], [], 1)[0]:
         got += os.read(r, 3)
     assert len(got) == 3, f"only {len(got) + 1} of 4 held"
+    # A child killed for memory after it wrote its '+' (one at a time, where OOM kills are not group-wide)
+    # held its block but not with the others: all four hold only if every child still lives now.
+    assert all(os.waitpid(pid, os.WNOHANG) == (0, 0) for pid in children), "a child died before all held"
     print("all held", flush=True)
     """
 )
