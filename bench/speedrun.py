@@ -3,6 +3,7 @@
     python bench/speedrun.py OUT [--steps 225]     # one H200: about 9 minutes (bench/RESULTS.md)
     python bench/speedrun.py OUT --smoke           # the same steps at tiny scale on the CPU
     python bench/speedrun.py OUT --no-chain        # the two jobs and their curves only
+    python bench/speedrun.py OUT --no-kill         # Albor's run without the SIGKILL and resume
     python bench/speedrun.py OUT --set optim.name=muon data.tokenizer_sample_bytes=100000000  # a lever
 
 1. Albor's whole job, timed from its start: ``albor data prepare`` on this interpreter's standard

@@ -32,6 +32,14 @@ def test_activation_memory_budget_needs_compile() -> None:
         load_config("pretrain-350m", ["compile=false", "activation_memory_budget=0.5"])
 
 
+def test_block_compile_scope_needs_compile_and_no_fsdp() -> None:
+    assert load_config("pretrain-125m", ["compile_scope=block"]).compile_scope == "block"
+    with pytest.raises(ValueError, match=re.escape("compile_scope: block needs compile: true")):
+        load_config("pretrain-125m", ["compile=false", "compile_scope=block"])
+    with pytest.raises(ValueError, match=re.escape("compile_scope: block is not built for parallel: fsdp")):
+        load_config("pretrain-125m", ["compile_scope=block", "parallel=fsdp"])
+
+
 def test_activation_memory_budget_is_kept() -> None:
     assert load_config("pretrain-350m", ["activation_memory_budget=0.5"]).activation_memory_budget == 0.5
     assert load_config("default", []).activation_memory_budget == 1.0

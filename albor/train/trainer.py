@@ -193,9 +193,9 @@ class Trainer:
         lap("kernels")
         model = self._build_model(init_ckpt)
         model.to(self.device)
-        lap("model")
         if self.sharded:
             fsdp.shard(model, model.blocks, self.device, self.bf16)
+        lap("model")
         n_windows = len(self.train_windows)
         self.state = TrainState(
             model=model,
