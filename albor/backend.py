@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -28,6 +29,28 @@ if TYPE_CHECKING:
     from llama_cpp import Llama
 
 BackendName = Literal["torch", "llama.cpp"]
+
+# What llama.cpp's system info says of a build with its AMX kernels compiled in (a native build on a
+# Sapphire Rapids or later CPU).
+AMX_BUILD = "AMX_INT8 = 1"
+
+
+def llama_cpp_module() -> ModuleType:
+    """llama-cpp-python, once its build is known to decode: a build with llama.cpp's AMX kernels crashes
+    in its first matmul of quantised weights (ALB-298), so it is refused with the way to rebuild it."""
+    try:
+        import llama_cpp
+    except ImportError as e:
+        raise ValueError("running a GGUF needs llama.cpp: pip install 'albor[cpu]' as README.md builds it") from e
+    if AMX_BUILD in llama_cpp.llama_print_system_info().decode():
+        raise ValueError(
+            f"{Path(llama_cpp.__file__).parent}: this llama.cpp was built with its AMX kernels, whose matmul "
+            "crashes the first decode of a quantised GGUF (ggml-org/llama.cpp#20824); rebuild it with "
+            "cmake/llama-cpp.cmake, as README.md's second command does"
+        )
+    return llama_cpp
+
+
 Quant = Literal["none", "int8", "int4"]
 INT4_GROUP = 32
 
@@ -114,10 +137,7 @@ class LlamaCppBackend:
     """A GGUF in llama.cpp (llama-cpp-python), with the tokenizer stored in the file."""
 
     def __init__(self, gguf_path: Path, threads: int | None = None) -> None:
-        try:
-            import llama_cpp
-        except ImportError as e:
-            raise ValueError("the llama.cpp backend needs llama-cpp-python: pip install 'albor[cpu]'") from e
+        llama_cpp = llama_cpp_module()
         path = Path(gguf_path)
         if not path.is_file():
             raise ValueError(f"{path}: no such GGUF file")

@@ -30,6 +30,7 @@ from unittest import mock
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from albor.backend import llama_cpp_module
 from albor.data import tokenizer as data_tokenizer
 
 HOST = "127.0.0.1"
@@ -102,7 +103,7 @@ def create_app(model: Path, threads: int | None = None, port: int = 8080) -> Any
     """The FastAPI app: llama-cpp-python's server for ``model``, with Albor's prompts and ``/infill``."""
     if not Path(model).is_file():
         raise ValueError(f"{model}: no such GGUF file")
-    import llama_cpp
+    llama_cpp = llama_cpp_module()
     from fastapi import APIRouter, HTTPException, Request, Response
     from fastapi.responses import JSONResponse
     from llama_cpp.server import app as server

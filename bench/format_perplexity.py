@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from albor.backend import llama_cpp_module
 from albor.data import load_windows
 from albor.export.compare import decoder_logits, window_perplexity
 from albor.export.export_gguf import TYPES, export_gguf
@@ -38,8 +39,7 @@ def main() -> None:
     windows = load_windows(inference.data_dir, "val")[: args.windows]
     print(json.dumps({"checkpoint": str(inference.path), "windows": len(windows), "tokens": int(windows[:, 1:].size)}))
     ppl: dict[str, float] = {}
-    import llama_cpp
-
+    llama_cpp = llama_cpp_module()
     sizes = {}
     with tempfile.TemporaryDirectory() as tmp:
         for kind in TYPES:

@@ -3,15 +3,19 @@ decoder and through llama.cpp, from the command line and from one loaded backend
 
 from __future__ import annotations
 
+import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from albor import complete
+from albor import complete, serve
 from albor.backend import LlamaCppBackend, TorchBackend, gguf_tokenizer, open_backend
 from albor.data import tokenizer as data_tokenizer
 from albor.generate import Sampling, encode, fim_prompt, load, stream_text
+from albor.ladder.model_card import measure_gguf
 from falsification.exports import PROMPTS, SOURCES, need
 
 FIM = ("def add(a, b):\n    ", "\n\nprint(add(1, 2))\n")
@@ -140,3 +144,54 @@ def test_llama_cpp_context_is_the_trained_one(random_run: Path, f16: Path) -> No
     with pytest.warns(UserWarning, match="truncated"):
         text = "".join(complete.completion(backend, prompt, max_new_tokens=8))
     assert backend.llm.n_tokens <= trained and text
+
+
+# The decode of BACKEND-007, in a process of its own: a build whose matmul crashes takes that process
+# down, not the battery's.
+DECODE = """
+import sys
+import numpy as np
+from albor.backend import llama_cpp_module
+llm = llama_cpp_module().Llama(model_path=sys.argv[1], n_ctx=0, n_threads=1, logits_all=True, verbose=False)
+ids = [7 + i % 50 for i in range(int(sys.argv[2]))]
+llm.eval(ids)
+print(float(np.abs(np.array(llm.scores[: len(ids)], dtype=np.float64)).sum()))
+"""
+
+
+@pytest.mark.claim("BACKEND-007")
+@pytest.mark.parametrize("kind", ["q8_0", "q4_k_m"])
+def test_the_installed_llama_cpp_decodes_quantised_weights(random_run: Path, tmp_path: Path, kind: str) -> None:
+    from albor.export.export_gguf import export_gguf
+
+    need("gguf")
+    need("llama_cpp")
+    path = export_gguf(random_run, tmp_path / f"model-{kind}.gguf", kind)
+    n = load(random_run, "cpu").model_config.max_seq_len
+    proc = subprocess.run(
+        [sys.executable, "-c", DECODE, str(path), str(n)], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert proc.returncode == 0, (
+        f"llama.cpp's decode of a {kind} GGUF ended with status {proc.returncode}: " + (proc.stderr[-2000:])
+    )
+    total = float(proc.stdout.split()[-1])
+    assert math.isfinite(total) and total > 0, proc.stdout
+
+
+@pytest.mark.claim("BACKEND-008")
+def test_a_llama_cpp_build_with_amx_kernels_is_refused(
+    random_run: Path, f16: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import llama_cpp
+
+    library = str(Path(llama_cpp.__file__).parent)
+    amx = b"CPU : SSE3 = 1 | AVX2 = 1 | AVX512 = 1 | AVX512_VNNI = 1 | AMX_INT8 = 1 | OPENMP = 1 | REPACK = 1 | "
+    monkeypatch.setattr(llama_cpp, "llama_print_system_info", lambda: amx)
+    for load_gguf in (LlamaCppBackend, serve.create_app):
+        with pytest.raises(ValueError, match="AMX") as refused:
+            load_gguf(f16)
+        assert library in str(refused.value) and "cmake/llama-cpp.cmake" in str(refused.value)
+    with pytest.raises(ValueError, match="AMX"):
+        measure_gguf(f16, random_run)
+    assert complete.main(["--backend", "llama.cpp", "--checkpoint", str(f16), "x"]) == 2
+    assert library in capsys.readouterr().err

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from albor.backend import llama_cpp_module
 from albor.data import load_windows
 from albor.data import tokenizer as data_tokenizer
 from albor.export import export_gguf as gg
@@ -33,9 +34,7 @@ def _needs_llama_cpp() -> None:
 
 
 def _llama(path: Path, logits_all: bool = False, verbose: bool = False) -> Llama:
-    import llama_cpp
-
-    return llama_cpp.Llama(model_path=str(path), n_ctx=0, n_threads=1, logits_all=logits_all, verbose=verbose)
+    return llama_cpp_module().Llama(model_path=str(path), n_ctx=0, n_threads=1, logits_all=logits_all, verbose=verbose)
 
 
 @pytest.fixture(scope="module")

@@ -30,8 +30,12 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 def results() -> Path:
     # The local results folder (git-ignored) is where the spec book reads them from.
     out = LOCAL_RESULTS
-    # One pytest worker per core, each test file on one worker (its module fixtures are built once).
-    proc = _run("albor", "battery", "--all", "--out", str(out), "--", "-n", "auto", "--dist", "loadfile")
+    # One pytest worker per core, each test file on one worker (its module fixtures are built once); a
+    # crashed worker fails the run by name, as the file scheduler would wait for it forever.
+    proc = _run(
+        "albor", "battery", "--all", "--out", str(out), "--", "-n", "auto", "--dist", "loadfile",
+        "--max-worker-restart", "0",
+    )  # fmt: skip
     xml = out / "junit-cpu.xml"
     assert xml.is_file(), proc.stdout[-3000:] + proc.stderr[-3000:]
     failed = sorted(n for n, o in load_results([xml]).items() if o == "failed")

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import yaml
 
+from albor.backend import llama_cpp_module
 from albor.checkpoint import CheckpointError, load_for_inference, resolve
 from albor.data.corpus import corpus_dir
 from albor.data.packing import check_same_tokenizer, load_manifest, load_windows
@@ -120,10 +121,7 @@ def measure_checkpoint(path: Path, data_dir: Path | None) -> dict[str, Any]:
 
 def measure_gguf(path: Path, data_dir: Path) -> dict[str, Any]:
     """Val loss, size and CPU speed of a GGUF file through llama.cpp, on ``data_dir``'s val split."""
-    try:
-        import llama_cpp
-    except ImportError as e:
-        raise CheckpointError("measuring a GGUF needs llama.cpp: pip install 'albor[cpu]'") from e
+    llama_cpp = llama_cpp_module()
     windows = load_windows(data_dir, "val")
     llm = llama_cpp.Llama(model_path=str(path), n_ctx=0, n_threads=2, logits_all=True, verbose=False)
 
