@@ -1,16 +1,20 @@
 """Starting the trainer in fresh processes for the falsifiers: one plain process, or ranks under torchrun.
 
 A rank waiting on a collective that another rank never joins waits forever; the time limit turns
-that hang into a failure that says so, and takes the whole process group down with it.
+that hang into a failure that says so, and takes every process of the run down with it, the ranks
+included.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
+
+from albor.verify.mutant_worker import descendants
 
 HANG_S = 300.0  # the slowest of these runs takes under a minute on a loaded 2-core machine
 
@@ -51,7 +55,11 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, str]:
     try:
         _, stderr = proc.communicate(timeout=HANG_S)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        # torchrun starts each rank in a session of its own, out of reach of a group kill; a rank left
+        # alive holds the pipes open, and the communicate() below would wait as long as it does.
+        for pid in [*descendants(proc.pid), proc.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         _, stderr = proc.communicate()
         raise AssertionError(f"the run did not end within {HANG_S:.0f} s (a rank waits on a collective?)\n"
                              f"{stderr[-2000:]}") from None  # fmt: skip

@@ -73,7 +73,7 @@ def preload() -> None:
 PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
 
 
-def _descendants(root: int) -> list[int]:
+def descendants(root: int) -> list[int]:
     """Every live process below ``root`` in the process tree, read from /proc."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -91,7 +91,7 @@ def _descendants(root: int) -> list[int]:
 def _kill_descendants() -> None:
     """SIGKILL every process below this one, until none is left (one may start another meanwhile)."""
     for _ in range(10):
-        pids = _descendants(os.getpid())
+        pids = descendants(os.getpid())
         if not pids:
             return
         for pid in pids:

@@ -1,0 +1,63 @@
+"""Falsifiers for the ``launch`` contract (contracts/launch.yaml): the falsifiers' launcher ends a hung torchrun
+job with every rank, and passes a failing rank's message on."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from falsification import launch
+
+# Each rank records its pid, lets go of the run's pipes (so that reading them cannot wait for the rank:
+# what is left to see is whether the rank itself lives on) and waits far past the time limit.
+HANG = """
+import os, sys, time
+from pathlib import Path
+Path(sys.argv[1], os.environ["RANK"]).write_text(str(os.getpid()))
+null = os.open(os.devnull, os.O_WRONLY)
+os.dup2(null, 1)
+os.dup2(null, 2)
+time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie, killed and not yet reaped by its new parent, is not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.slow  # two ranks under torchrun, and the time limit
+@pytest.mark.claim("LAUNCH-001")
+def test_a_hung_job_ends_with_every_rank(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    monkeypatch.setattr(launch, "HANG_S", 30.0)  # enough for two ranks to start on a loaded 2-core machine
+    try:
+        with pytest.raises(AssertionError, match="did not end within 30 s"):
+            launch.run_on_ranks(HANG, tmp_path, 2, str(pids))
+        ranks = [int(p.read_text()) for p in sorted(pids.iterdir())]
+        assert len(ranks) == 2, "the ranks did not start within the limit"
+        assert [pid for pid in ranks if _alive(pid)] == []
+    finally:
+        for p in pids.iterdir():
+            if _alive(int(p.read_text())):
+                os.kill(int(p.read_text()), signal.SIGKILL)
+
+
+@pytest.mark.slow  # two ranks under torchrun
+@pytest.mark.claim("LAUNCH-002")
+def test_a_failing_rank_fails_with_its_message(tmp_path: Path) -> None:
+    script = "import os, sys\nif os.environ['RANK'] == '1':\n    sys.exit('rank one refuses: ' + sys.argv[1])\n"
+    with pytest.raises(AssertionError, match="rank one refuses: because"):
+        launch.run_on_ranks(script, tmp_path, 2, "because")
+    launch.run_on_ranks("import os\nassert os.environ['WORLD_SIZE'] == '2'\n", tmp_path, 2)
+    cfg = tmp_path / "missing.yaml"
+    with pytest.raises(AssertionError, match=r"missing\.yaml"):
+        launch.train(cfg, tmp_path, None)
