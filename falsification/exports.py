@@ -44,8 +44,9 @@ def code_tokenizer() -> Tokenizer:
     return train_tokenizer([p.prompt + p.canonical_solution for p in load_problems()], 512)
 
 
-def save_run(root: Path, model: Decoder, tokenizer: Tokenizer) -> Path:
-    """A run dir under ``root`` holding one verified checkpoint of ``model`` with ``tokenizer``."""
+def save_run(root: Path, model: Decoder, tokenizer: Tokenizer, data_dir: Path | None = None) -> Path:
+    """A run dir under ``root`` holding one verified checkpoint of ``model`` with ``tokenizer`` (and the data
+    folder its state names, if any)."""
     root.mkdir(parents=True, exist_ok=True)
     tok_path = root / "tokenizer.json"
     save_tokenizer(tokenizer, tok_path)
@@ -55,7 +56,7 @@ def save_run(root: Path, model: Decoder, tokenizer: Tokenizer) -> Path:
         1,
         model=model,
         optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-        state={"step": 1},
+        state={"step": 1, **({"data_dir": str(data_dir)} if data_dir else {})},
         config_yaml=run,
         tokenizer_path=tok_path,
     )

@@ -36,8 +36,12 @@ def _slerp64(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_endpoints_bitwise(dtype: torch.dtype, tmp_path: Path) -> None:
     a, b = _pair((37, 23), dtype)
-    assert torch.equal(slerp(a, b, 0.0), a) and slerp(a, b, 0.0).dtype == dtype
-    assert torch.equal(slerp(a, b, 1.0), b)
+    # Nearly parallel, at a ratio where a + (b − a) rounds away from b in float32: the linear branch at
+    # t = 1 would not give b bitwise.
+    near = a.float() * 0.3 + 1e-3 * b.float()
+    for x, y in ((a, b), (a, near.to(dtype))):
+        assert torch.equal(slerp(x, y, 0.0), x) and slerp(x, y, 0.0).dtype == dtype
+        assert torch.equal(slerp(x, y, 1.0), y) and slerp(x, y, 1.0).dtype == dtype
     first = save_run(tmp_path / "a", random_decoder(seed=0), code_tokenizer())
     second = save_run(tmp_path / "b", random_decoder(seed=1), code_tokenizer())
     for t, want in ((0.0, first), (1.0, second)):
@@ -58,7 +62,7 @@ def test_linear_fallback_exact(dtype: torch.dtype, t: float) -> None:
         a_d, b_d = a.to(dtype), b.to(dtype)
         got = slerp(a_d, b_d, t)
         want = (a_d.double() + t * (b_d.double() - a_d.double())).to(dtype)
-        assert torch.isfinite(got.float()).all()
+        assert got.dtype == dtype and torch.isfinite(got.float()).all()
         err = ((got.double() - want.double()).norm() / want.double().norm()).item()
         assert err <= tolerance("MERGE-002", dtype), err
 
@@ -92,12 +96,17 @@ def test_matches_float64_slerp(dtype: torch.dtype, t: float) -> None:
 @pytest.mark.claim("MERGE-005")
 def test_the_cli_writes_the_slerp_of_two_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     tok = code_tokenizer()
-    first = save_run(tmp_path / "a", random_decoder(seed=0), tok)
+    first = save_run(tmp_path / "a", random_decoder(seed=0), tok, data_dir=tmp_path / "data")
     second = save_run(tmp_path / "b", random_decoder(seed=1), tok)
     out = tmp_path / "merged"
-    argv = ["--t", "0.3", str(first), str(second), "--out", str(out)]
+    argv = ["--method", "slerp", "--t", "0.3", str(first), str(second), "--out", str(out)]
     assert main(argv) == 0
     assert f"merged {first} and {second} at t=0.3 into {out}" in capsys.readouterr().out
+    # A merge trains nothing: step 0, the first's data folder, and an optimizer record with no state.
+    ckpt = out / "checkpoints" / "step-00000000"
+    assert json.loads((ckpt / "state.json").read_text()) == {"step": 0, "data_dir": str(tmp_path / "data")}
+    optimizer = torch.load(ckpt / "optimizer.pt", weights_only=True)
+    assert optimizer["state"] == {} and [g["lr"] for g in optimizer["param_groups"]] == [0.0]
     merged = load_for_inference(out)
     a, b = load_for_inference(first).model.state_dict(), load_for_inference(second).model.state_dict()
     for name, got in merged.model.state_dict().items():
@@ -121,9 +130,22 @@ def test_the_cli_writes_the_slerp_of_two_runs(tmp_path: Path, capsys: pytest.Cap
         err = capsys.readouterr().err
         assert err.startswith(f"albor merge: {bad}: ") and message in err, err
         assert not (tmp_path / "no").exists()
-    with pytest.raises(SystemExit) as e:
-        main(["--t", "1.5", str(first), str(second), "--out", str(tmp_path / "no")])
-    assert e.value.code == 2 and "--t: must lie in [0, 1], got 1.5" in capsys.readouterr().err
+    # t's bounds are in [0, 1]; a merge whose first run names no data folder records none.
+    for t, want in (("0", second), ("1", first)):
+        assert main(["--t", t, str(second), str(first), "--out", str(tmp_path / t)]) == 0
+        got, ref = load_for_inference(tmp_path / t), load_for_inference(want)
+        assert got.data_dir is None
+        assert all(torch.equal(v, ref.model.state_dict()[k]) for k, v in got.model.state_dict().items()), t
+    for argv, message in (
+        (["--t", "1.5", str(first), str(second), "--out", str(tmp_path / "no")], "--t: must lie in [0, 1], got 1.5"),
+        ([str(first), str(second)], "the following arguments are required: --out"),
+        (["--method", "linear", str(first), str(second), "--out", str(tmp_path / "no")], "invalid choice: 'linear'"),
+    ):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.startswith("usage: albor merge ") and message in err, err
+        assert not (tmp_path / "no").exists()
 
 
 @pytest.mark.claim("MERGE-006")
@@ -148,5 +170,7 @@ def test_the_linear_fallback_starts_past_the_declared_dot_and_bad_input_is_named
             slerp(a, b, t)
     with pytest.raises(ValueError, match=r"the models differ in tensors: \['x', 'y'\]"):
         merge_state({"w": a, "x": a}, {"w": b, "y": b}, 0.5)
+    with pytest.raises(ValueError, match=r"the models differ in tensors: \['a', 'b', 'c', 'd', 'e'\]$"):
+        merge_state({"w": a, **dict.fromkeys("abcdefg", a)}, {"w": b}, 0.5)
     merged = merge_state({"w": a, "v": b}, {"w": b, "v": a}, 0.25)
     assert list(merged) == ["w", "v"] and torch.equal(merged["v"], slerp(b, a, 0.25))

@@ -1,9 +1,10 @@
 """SLERP merge of two checkpoints of one model, tensor by tensor, as mergekit does (contract ``merge``).
 
-For tensors a and b of one name, with θ the angle between them (their directions' dot product,
-clamped to [-1, 1]): slerp(a, b, t) = sin((1−t)θ)/sin θ · a + sin(tθ)/sin θ · b. When the directions
-are nearly parallel (|cos θ| > ``PARALLEL_DOT``) sin θ is too small to divide by, and the merge is
-the linear interpolation a + t·(b − a). Each tensor is merged in float32 and cast back to its dtype;
+For tensors a and b of one name, with θ the angle between them (cos θ their directions' dot
+product): slerp(a, b, t) = sin((1−t)θ)/sin θ · a + sin(tθ)/sin θ · b. When the directions are nearly
+parallel (|cos θ| > ``PARALLEL_DOT``) sin θ is too small to divide by, and the merge is the linear
+interpolation a + t·(b − a); a dot that rounding takes past ±1 is past ``PARALLEL_DOT`` too, so acos
+never sees it. Each tensor is merged in float32 and cast back to its dtype;
 t = 0 and t = 1 return a and b themselves, bitwise.
 """
 
@@ -42,7 +43,6 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
         return b.clone()
     a32, b32 = a.float().flatten(), b.float().flatten()
     dot = float((a32 / (a32.norm() + NORM_EPS)) @ (b32 / (b32.norm() + NORM_EPS)))
-    dot = min(1.0, max(-1.0, dot))
     if abs(dot) > PARALLEL_DOT:
         return lerp(a, b, t)
     theta = math.acos(dot)
@@ -83,7 +83,7 @@ def merge_checkpoints(first: Path, second: Path, t: float, out: Path, recipe: st
     return out
 
 
-def main(argv: list[str] | None = None, prog: str = "albor merge") -> int:
+def main(argv: list[str], prog: str = "albor merge") -> int:
     parser = argparse.ArgumentParser(prog=prog, description="merge two checkpoints of one model (SLERP per tensor)")
     parser.add_argument("--method", choices=["slerp"], default="slerp", help="how tensors are combined")
     parser.add_argument("--t", type=float, default=0.5, help="0 gives the first model, 1 the second")
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None, prog: str = "albor merge") -> int:
     args = parser.parse_args(argv)
     if not 0 <= args.t <= 1:
         parser.error(f"--t: must lie in [0, 1], got {args.t}")
-    recipe = " ".join([prog, *(argv if argv is not None else sys.argv[1:])])
+    recipe = " ".join([prog, *argv])
     try:
         out = merge_checkpoints(args.first, args.second, args.t, args.out, recipe)
     except (CheckpointError, ValueError) as e:
