@@ -12,7 +12,6 @@ any other source (and its split keeps each repository on one side).
 from __future__ import annotations
 
 import ast
-import hashlib
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from albor.data.corpus import read_corpus_rows
+from albor.data.dedup import content_hash
 from albor.data.filters import file_stats
 from albor.data.schema import CORPUS_SCHEMA
 from albor.eval.humaneval import load_problems
@@ -116,7 +116,7 @@ def write_pairs(pairs: list[Pair], out: Path) -> Path:
         cols["size"].append(str(len(p.text.encode())))
         cols["content"].append(p.text)
         cols["license"].append(p.license)
-        cols["hash"].append(int.from_bytes(hashlib.sha256(p.text.encode()).digest()[:8], "big", signed=True))
+        cols["hash"].append(content_hash(p.text))
         cols["line_mean"].append(stats.line_mean)
         cols["line_max"].append(stats.line_max)
         cols["alpha_frac"].append(stats.alpha_frac)
