@@ -67,6 +67,9 @@ def test_logits_shape_and_loss_path(device: torch.device, dtype: torch.dtype) ->
     loss = model(idx, targets)
     want = torch.nn.functional.cross_entropy(logits.double().flatten(0, 1), targets.flatten())
     assert loss.ndim == 0 and rel_err(loss, want) <= tolerance("MODEL-002", torch.float32)
+    total = model(idx, targets, reduction="sum")
+    want = torch.nn.functional.cross_entropy(logits.double().flatten(0, 1), targets.flatten(), reduction="sum")
+    assert total.ndim == 0 and rel_err(total, want) <= tolerance("MODEL-002", torch.float32)
 
 
 @pytest.mark.claim("MODEL-003")
@@ -272,3 +275,27 @@ def test_declared_values_reach_the_decoder(preset: str, change: str) -> None:
     idx = _tokens(torch.device("cpu"), (2, 16), cfg.vocab_size)
     want = decoder_logits(model.state_dict(), cfg, idx)
     assert rel_err(model(idx), want) <= tolerance("MODEL-011", "logits"), "logits against the written-out decoder"
+
+
+@pytest.mark.claim("MODEL-012")
+def test_cached_decoding_equals_the_written_out_decoder(device: torch.device) -> None:
+    model = _decoder(device, torch.float64)
+    idx = _tokens(device, (2, TINY.max_seq_len))
+    want = decoder_logits({k: v.cpu() for k, v in model.state_dict().items()}, TINY, idx.cpu())
+    cache = KVCache.empty(TINY, 2, device, torch.float64)
+    start = 0
+    # A prefill, single tokens, then a chunk: each call's logits are the full sequence's at its positions.
+    for n in (5, 1, 1, 4, 5):
+        got = model(idx[:, start : start + n], cache=cache)
+        assert rel_err(got, want[:, start : start + n]) <= 1e-6, (start, n)  # the logits come out in float32
+        start += n
+        assert cache.length == start
+    with pytest.raises(ValueError, match=f"sequence of {TINY.max_seq_len + 1} tokens exceeds max_seq_len 16"):
+        model(idx[:, :1], cache=cache)
+    for dtype in (torch.float32, torch.bfloat16):
+        empty = KVCache.empty(TINY, 3, device, dtype)
+        assert empty.length == 0 and len(empty.k) == len(empty.v) == TINY.n_layers
+        for t in (*empty.k, *empty.v):
+            assert (t.shape, t.dtype, t.device.type) == ((3, 1, 16, 4), dtype, device.type)
+    # The RoPE tables are built from the config, never saved: a checkpoint holds the weights only.
+    assert not {"rope_cos", "rope_sin"} & set(model.state_dict())
