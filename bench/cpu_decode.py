@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from albor.backend import LlamaCppBackend
+from albor.backend import LlamaCppBackend, llama_cpp_module
 from albor.config import load_model_config
 from albor.data.tokenizer import train_tokenizer
 from albor.export.export_gguf import write_gguf
@@ -115,7 +115,7 @@ def bare_llama_cpp(
 ) -> Iterator[Callable[[], tuple[float, float]]]:
     """llama.cpp's C API alone, with its default context settings: decode the prompt, then one token at a
     time with its greedy sampler. The model and context are freed on exit."""
-    import llama_cpp as L
+    L = llama_cpp_module()
 
     model = L.llama_model_load_from_file(str(path).encode(), L.llama_model_default_params())
     params = L.llama_context_default_params()
