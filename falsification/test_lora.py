@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from albor.data.schema import check_corpus_schema
 from albor.data.synthetic import clean_repos, write_repos
 from albor.eval.humaneval import load_problems
 from albor.ladder.lora import LoraSettings, add_lora, lora_layers, merge_lora
-from albor.ladder.pairs import Pair, function_pairs, mine_pairs, write_pairs
+from albor.ladder.pairs import PAIRS_FILE, Pair, function_pairs, mine_pairs, write_pairs
 from albor.model import Decoder
 from albor.train.config import build_config
 from albor.train.trainer import Trainer
@@ -154,7 +155,8 @@ def test_pairs_from_train_split_only(humaneval_corpus: Path) -> None:
 
 # Every shape function_pairs meets, with the pairs written out by hand: a decorated function, a nested
 # and an async one, a method, a function that is only a docstring (no pair), one without a docstring
-# (no pair) and a last body with no newline at the end of the file, in ast.walk's order (breadth first).
+# (no pair, with one statement or two) and a last body with no newline at the end of the file, in
+# ast.walk's order (breadth first).
 SOURCE = '''import functools
 
 
@@ -193,6 +195,11 @@ def no_doc(x):
     return x
 
 
+def no_doc_two(x):
+    y = x
+    return y
+
+
 def last(z):
     """Last one."""
     return z'''
@@ -213,12 +220,27 @@ PAIRS = [
 def test_function_pairs_split_each_function_after_its_docstring(tmp_path: Path) -> None:
     assert function_pairs(SOURCE) == PAIRS
     assert function_pairs("def broken(:\n") == [] and function_pairs("") == []
+    problem = load_problems()[0]
+    node = next(n for n in ast.parse(problem.prompt).body if isinstance(n, ast.FunctionDef))
+    doc = textwrap.indent(ast.get_docstring(node), "    ").lstrip()
+    # HumanEval's def line with a docstring of its own, its docstring under another def line, then a
+    # function of neither: only the last is a pair.
+    banned = (
+        f'{problem.prompt.splitlines()[node.lineno - 1]}\n    """Mine, not theirs."""\n    return False\n\n\n'
+        f'def renamed(numbers, threshold):\n    """{doc}\n    """\n    return False\n\n\n'
+        'def kept(a):\n    """Kept."""\n    return a\n'
+    )
     repos = clean_repos()
     repos["repo0"]["pkg/shapes.py"] = SOURCE
+    repos["repo0"]["pkg/banned.py"] = banned
     data = prepare(write_repos(tmp_path / "src", repos), tmp_path / "data", vocab_size=300, seq_len=16, seed=0)
     train = read_corpus_rows(data, "train", ["repo_name", "path", "license"])
     assert ("src/repo0", "pkg/shapes.py", "mit") in zip(*train.values(), strict=True), "shapes.py is in train"
-    mined = [p for p in mine_pairs(data) if p.path == "pkg/shapes.py"]
+    every = mine_pairs(data)
+    assert [(p.prompt, p.body) for p in every if p.path == "pkg/banned.py"] == [
+        ('def kept(a):\n    """Kept."""\n', "    return a\n")
+    ]
+    mined = [p for p in every if p.path == "pkg/shapes.py"]
     assert [(p.prompt, p.body) for p in mined] == PAIRS
     for p in mined:
         assert (p.repo_name, p.license, p.text) == ("src/repo0", "mit", p.prompt + p.body)
@@ -231,7 +253,8 @@ def test_pairs_are_written_as_a_corpus_file(tmp_path: Path) -> None:
         Pair("r", "b.py", "MIT", *PAIRS[1]),
         Pair("s", "a.py", "BSD", *PAIRS[2]),
     ]
-    out = write_pairs(pairs, tmp_path / "pairs.parquet")
+    assert PAIRS_FILE == "pairs.parquet"  # the fine-tune's data source in its run dir (contracts/lora.yaml)
+    out = write_pairs(pairs, tmp_path / PAIRS_FILE)
     table = pq.read_table(out)
     check_corpus_schema(table.schema, out)
     rows = table.to_pylist()
@@ -268,5 +291,5 @@ def test_lora_settings_declare_their_defaults_and_bounds(monkeypatch: pytest.Mon
     merged = merge_lora(model)
     assert lora_layers(merged) == [] and all(p.requires_grad for p in merged.parameters())
     monkeypatch.setitem(sys.modules, "peft", None)
-    with pytest.raises(ImportError, match=r"LoRA needs peft: pip install 'albor\[ladder\]'"):
+    with pytest.raises(ImportError, match=r"^LoRA needs peft: pip install 'albor\[ladder\]'$"):
         add_lora(_base(), LoraSettings())
