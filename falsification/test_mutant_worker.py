@@ -1,5 +1,5 @@
 """Falsifiers for the ``mutant_worker`` contract (contracts/mutant_worker.yaml): what the worker does before it
-forks leaves its jobs the GPU.
+forks leaves its jobs the GPU, no process of a job outlives it, and a coverage job measures the files it names.
 
 On a CPU-only build torch answers every CUDA question without initialising anything, so the first
 falsifier watches the questions themselves, in a fresh interpreter where every preloaded module is
@@ -119,3 +119,25 @@ def test_a_job_leaves_no_process_behind(tmp_path: Path, ends: str) -> None:
     assert reply["timed_out"] == (ends == "times-out"), reply["tail"]
     (pid,) = map(int, pids.read_text().split())
     assert not Path(f"/proc/{pid}").exists(), f"the job's process {pid} outlived it"
+
+
+@pytest.mark.claim("MUTANT_WORKER-003")
+def test_a_coverage_job_measures_the_sources_it_names(tmp_path: Path) -> None:
+    # A contract's sources need not live under albor/ (the falsifiers' launcher does not): the lines
+    # each test ran are measured in the files the job names, wherever they are, and in no other file.
+    tree = tmp_path / "tree"
+    (tree / "tools").mkdir(parents=True)
+    (tree / "tools" / "__init__.py").write_text("")
+    (tree / "tools" / "helper.py").write_text("def double(x):\n    return 2 * x\n\n\ndef unused():\n    return 0\n")
+    (tree / "tools" / "other.py").write_text("VALUE = 1\n")
+    (tree / "test_helper.py").write_text(
+        "import subprocess, sys\n\nfrom tools import helper, other\n\n\n"
+        "def test_double():\n    assert helper.double(2) == 4 and other.VALUE == 1\n\n\n"
+        "def test_in_a_subprocess():\n"
+        "    code = 'from tools import helper; assert helper.unused() == 0'\n"
+        "    subprocess.run([sys.executable, '-c', code], check=True)\n"
+    )
+    job = {"tests": ["test_helper.py"], "timeout": 120, "coverage": ["tools/helper.py"]}
+    reply = job_in_fresh_interpreter(tree, job, tmp_path / "work")
+    assert reply["code"] == 0, reply["tail"]
+    assert reply["covered"] == {"tools/helper.py": [1, 2, 5, 6]}, reply["covered"]

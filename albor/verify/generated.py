@@ -243,11 +243,12 @@ def falsifiers_of(contract: Contract) -> list[str]:
 
 
 def probe(contract: Contract, pool: Workers) -> Probe:
-    """Each falsifier alone on the clean copy, under coverage."""
+    """Each falsifier alone on the clean copy, under coverage of the contract's sources."""
     tests = falsifiers_of(contract)
+    sources = contract.source_files()
 
     def one(test: str) -> tuple[str, dict[str, Any]]:
-        return test, pool.run({"tests": [test], "coverage": True, "timeout": PROBE_TIMEOUT})
+        return test, pool.run({"tests": [test], "coverage": sources, "timeout": PROBE_TIMEOUT})
 
     outcomes: dict[str, Outcome] = {}
     seconds: dict[str, float] = {}

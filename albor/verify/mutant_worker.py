@@ -8,8 +8,9 @@ started by path (``python …/mutant_worker.py TREE``): each forked child import
 Jobs arrive as JSON lines on stdin, ``{"files", "tests", "exitfirst", "timeout", "coverage"}``
 (``files`` maps repository-relative paths to the sources they hold for the job; empty for the copy
 as it is); each reply is one JSON line on stdout with pytest's exit status, the JUnit XML, the
-output's tail, whether it timed out, and with ``coverage`` the lines of ``albor/`` each test ran, in
-this process and in every subprocess it started.
+output's tail, whether it timed out, and with ``coverage`` (the repository-relative files to measure:
+a contract's sources) the lines of those files each test ran, in this process and in every subprocess
+it started.
 """
 
 from __future__ import annotations
@@ -113,9 +114,11 @@ def _drop_pyc(source: Path) -> None:
         pyc.unlink(missing_ok=True)
 
 
-def _coverage_rc(tree: Path, data: Path) -> Path:
+def _coverage_rc(tree: Path, data: Path, sources: list[str]) -> Path:
+    """A coverage config that measures ``sources`` (repository-relative files) only, in every process."""
     rc = tree / ".mutant-coveragerc"
-    rc.write_text(f"[run]\ndata_file = {data}/cov\nparallel = true\ninclude = {tree}/albor/*\n")
+    include = ",".join(str(tree / f) for f in sources)
+    rc.write_text(f"[run]\ndata_file = {data}/cov\nparallel = true\ninclude = {include}\n")
     return rc
 
 
@@ -132,7 +135,7 @@ def _child(tree: Path, job: dict, work: Path) -> None:
     if job.get("coverage"):
         import coverage
 
-        rc = _coverage_rc(tree, work / "coverage")
+        rc = _coverage_rc(tree, work / "coverage", job["coverage"])
         (tree / "sitecustomize.py").write_text(SITECUSTOMIZE)
         os.environ["COVERAGE_PROCESS_START"] = str(rc)
         cov = coverage.Coverage(config_file=str(rc))
