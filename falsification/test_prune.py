@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from albor.checkpoint import load_for_inference
 from albor.config import ModelConfig
-from albor.ladder.prune import calibration_windows, prune_mask, wanda_prune, wanda_scores
+from albor.ladder.prune import calibration_windows, main, prune_mask, wanda_prune, wanda_scores
 from albor.model import Decoder
 from albor.verify.contracts import declared
+from falsification.exports import code_tokenizer, random_decoder, save_run
 
 CFG = ModelConfig(name="prune", n_layers=2, d_model=40, n_heads=4, n_kv_heads=2, d_ff=56, vocab_size=97, max_seq_len=12)
 
@@ -103,3 +106,62 @@ def test_loss_increase_reported_and_bounded(how: dict, trained_run: Path, small_
         after = float(model(windows[:, :-1], windows[:, 1:]))
     assert (result.loss_before, result.loss_after) == (before, after)
     assert result.loss_increase <= declared("prune", "max_loss_increase"), result
+
+
+@pytest.mark.claim("PRUNE-006")
+def test_the_cli_writes_the_pruned_run(
+    trained_run: Path, small_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = load_for_inference(trained_run)
+    seed = yaml.safe_load((base.path / "config.yaml").read_text()).get("seed", 0)
+    for flags, how, n in (
+        (["--sparsity", "0.5", "--calibration-windows", "8"], {"sparsity": 0.5}, 8),
+        (["--pattern", "2:4"], {"pattern": (2, 4)}, 32),
+    ):
+        out = tmp_path / f"pruned{n}"
+        argv = [str(trained_run), "--out", str(out), "--method", "wanda", *flags]
+        assert main(argv) == 0
+        printed = capsys.readouterr().out
+        windows = calibration_windows(small_data, n, seed)
+        want_model = load_for_inference(trained_run).model
+        want = wanda_prune(want_model, windows, **how)
+        got = load_for_inference(out)
+        assert all(torch.equal(v, want_model.state_dict()[k]) for k, v in got.model.state_dict().items())
+        ladder = json.loads((out / "ladder.json").read_text())
+        assert ladder == {
+            "parents": [str(trained_run)],
+            "recipe": "albor prune " + " ".join(argv),
+            "prune": {
+                "calibration_windows": len(windows),
+                "loss_before": want.loss_before,
+                "loss_after": want.loss_after,
+                "loss_increase": want.loss_increase,
+                "sparsity": want.sparsity,
+            },
+        }
+        assert printed.startswith(f"pruned {base.path} into {out}: {want.sparsity:.1%} of the block weights zero")
+        assert json.loads((got.path / "state.json").read_text()) == {"step": 0, "data_dir": str(base.data_dir)}
+        assert yaml.safe_load((got.path / "config.yaml").read_text()) == yaml.safe_load(
+            (base.path / "config.yaml").read_text()
+        )
+        assert (got.path / "tokenizer.json").read_bytes() == (base.path / "tokenizer.json").read_bytes()
+    bare = save_run(tmp_path / "bare", random_decoder(), code_tokenizer())
+    no = str(tmp_path / "no")
+    for argv, message in (
+        ([str(trained_run), "--out", no, "--pattern", "4:2"], "--pattern: '4:2' is not N:M with 0 < N < M, like 2:4"),
+        ([str(bare), "--out", no, "--sparsity", "0.5"], "names no data folder to take calibration windows from"),
+    ):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("albor prune: ") and message in err, err
+    for argv, message in (
+        ([str(trained_run), "--out", no], "one of the arguments --sparsity --pattern is required"),
+        ([str(trained_run), "--out", no, "--sparsity", "0.5", "--pattern", "2:4"], "not allowed with argument"),
+        ([str(trained_run), "--sparsity", "0.5"], "the following arguments are required: --out"),
+        ([str(trained_run), "--out", no, "--sparsity", "0.5", "--method", "magnitude"], "invalid choice: 'magnitude'"),
+    ):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.startswith("usage: albor prune ") and message in err, err
+    assert not Path(no).exists()

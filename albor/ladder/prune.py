@@ -136,7 +136,7 @@ def parse_pattern(text: str) -> tuple[int, int]:
     return int(n), int(m)
 
 
-def main(argv: list[str] | None = None, prog: str = "albor prune") -> int:
+def main(argv: list[str], prog: str = "albor prune") -> int:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     parser.add_argument("checkpoint", type=Path, help="checkpoint or run dir to prune")
     parser.add_argument("--out", type=Path, required=True, help="the pruned model's run dir")
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None, prog: str = "albor prune") -> int:
     how.add_argument("--pattern", help="N:M structured sparsity, keep N of every M inputs (2:4)")
     parser.add_argument("--calibration-windows", type=int, default=32, help="train windows the norms are measured on")
     args = parser.parse_args(argv)
-    recipe = " ".join([prog, *(argv if argv is not None else sys.argv[1:])])
+    recipe = " ".join([prog, *argv])
     try:
         pattern = parse_pattern(args.pattern) if args.pattern else None
         inf = load_for_inference(args.checkpoint)
