@@ -13,8 +13,8 @@ import torch
 
 from albor.config import load_model_config
 from albor.data import tokenizer as data_tokenizer
-from albor.export.export_hf import export_hf
-from albor.export.staging import ExportError
+from albor.export.export_hf import export_hf, write_hf
+from albor.export.staging import ExportError, staged_dir, staged_file
 from albor.generate import encode, generate, load
 from albor.ops import apply_rope, rope_tables
 from albor.verify.contracts import tolerance
@@ -142,3 +142,77 @@ def test_export_refuses_and_leaves_nothing(
     assert main(["hf", str(tmp_path / "no-such-run"), str(tmp_path / "other")]) == 2
     assert "no-such-run" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"], "a failed export left files behind"
+
+
+@pytest.mark.claim("HF-007")
+def test_the_folder_declares_what_llama_readers_expect(random_run: Path, tmp_path: Path) -> None:
+    import json
+
+    from safetensors import safe_open
+
+    inference = load(random_run, "cpu")
+    cfg = inference.model_config
+    inference.model.to(torch.bfloat16)  # the file holds float32 whatever the loaded model's dtype
+    out = write_hf(inference, tmp_path / "hf")
+    read = {name: json.loads((out / name).read_text()) for name in FILES if name.endswith(".json")}
+    fim = ["<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"]
+    assert read["config.json"] == {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.d_model, "intermediate_size": cfg.d_ff, "num_hidden_layers": cfg.n_layers,
+        "num_attention_heads": cfg.n_heads, "num_key_value_heads": cfg.n_kv_heads,
+        "head_dim": cfg.d_model // cfg.n_heads, "hidden_act": "silu", "max_position_embeddings": cfg.max_seq_len,
+        "rms_norm_eps": cfg.norm_eps, "rope_theta": cfg.rope_theta,
+        "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
+        "attention_bias": False, "mlp_bias": False, "tie_word_embeddings": cfg.tie_embeddings,
+        "bos_token_id": 2, "eos_token_id": 2, "pad_token_id": 3, "torch_dtype": "float32", "albor_model": cfg.name,
+    }  # fmt: skip
+    assert read["generation_config.json"] == {
+        "bos_token_id": 2,
+        "eos_token_id": 2,
+        "pad_token_id": 3,
+        "do_sample": False,
+    }
+    assert read["tokenizer_config.json"] == {
+        "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "</s>", "eos_token": "</s>", "unk_token": "<unk>",
+        "pad_token": "<pad>", "additional_special_tokens": fim, "extra_special_tokens": fim,
+        "fim_prefix_token": fim[0], "fim_suffix_token": fim[1], "fim_middle_token": fim[2],
+        "split_special_tokens": True, "model_max_length": cfg.max_seq_len, "clean_up_tokenization_spaces": False,
+    }  # fmt: skip
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        assert f.metadata() == {"format": "pt"}
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F32"}  # noqa: SIM118 (a safe_open handle is not iterable)
+    assert (out / "albor_config.yaml").read_bytes() == (inference.path / "config.yaml").read_bytes()
+
+
+@pytest.mark.claim("HF-008")
+@pytest.mark.parametrize("kind", ["file", "dir"])
+def test_a_staged_export_is_whole_or_absent(tmp_path: Path, kind: str) -> None:
+    stage = staged_file if kind == "file" else staged_dir
+
+    def write(tmp: Path) -> None:
+        if kind == "file":
+            tmp.write_bytes(b"whole")
+        else:
+            (tmp / "part").write_bytes(b"whole")
+
+    out = tmp_path / "export"
+    with pytest.raises(RuntimeError, match="interrupted"), stage(out) as tmp:
+        write(tmp)
+        raise RuntimeError("interrupted")
+    assert list(tmp_path.iterdir()) == [], "an interrupted export left files behind"
+    with stage(out) as tmp:
+        write(tmp)
+        assert not out.exists(), "the export appeared before it was whole"
+    written = out if kind == "file" else out / "part"
+    assert written.read_bytes() == b"whole" and [p.name for p in tmp_path.iterdir()] == ["export"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(written.stat().st_mode) == 0o666 & ~umask
+    for taken in (out, tmp_path / "link"):
+        if taken.name == "link":
+            taken.symlink_to(tmp_path / "nowhere")
+        with pytest.raises(ExportError, match=f"{taken}: exists already; an export never overwrites"):
+            stage(taken).__enter__()
+    with pytest.raises(ExportError, match=f"^{tmp_path / 'missing'}: no such directory$"):
+        stage(tmp_path / "missing" / "export").__enter__()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "link"]
