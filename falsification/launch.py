@@ -49,9 +49,7 @@ def _launcher(ranks: int | None) -> list[str]:
 
 
 def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, str]:
-    proc = subprocess.Popen(
-        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         _, stderr = proc.communicate(timeout=HANG_S)
     except subprocess.TimeoutExpired:

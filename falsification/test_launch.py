@@ -3,6 +3,8 @@ job with every rank, and passes a failing rank's message on."""
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import signal
 from pathlib import Path
@@ -10,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from falsification import launch
+from falsification.test_trainer import MAX_STEPS, small_config
 
 # Each rank records its pid, lets go of the run's pipes (so that reading them cannot wait for the rank:
 # what is left to see is whether the rank itself lives on) and waits far past the time limit.
@@ -38,6 +41,8 @@ def _alive(pid: int) -> bool:
 def test_a_hung_job_ends_with_every_rank(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pids = tmp_path / "pids"
     pids.mkdir()
+    # The launcher's own limit is finite, and past the slowest run it serves (under a minute).
+    assert 60 <= launch.HANG_S < math.inf
     monkeypatch.setattr(launch, "HANG_S", 30.0)  # enough for two ranks to start on a loaded 2-core machine
     try:
         with pytest.raises(AssertionError, match="did not end within 30 s"):
@@ -53,11 +58,23 @@ def test_a_hung_job_ends_with_every_rank(tmp_path: Path, monkeypatch: pytest.Mon
 
 @pytest.mark.slow  # two ranks under torchrun
 @pytest.mark.claim("LAUNCH-002")
-def test_a_failing_rank_fails_with_its_message(tmp_path: Path) -> None:
+def test_a_failing_rank_fails_with_its_message(small_data: Path, tmp_path: Path) -> None:
     script = "import os, sys\nif os.environ['RANK'] == '1':\n    sys.exit('rank one refuses: ' + sys.argv[1])\n"
-    with pytest.raises(AssertionError, match="rank one refuses: because"):
+    with pytest.raises(AssertionError, match="rank one refuses: because") as refused:
         launch.run_on_ranks(script, tmp_path, 2, "because")
+    assert "rank one refuses: because\n" in str(refused.value), "the rank's stderr, as text"
     launch.run_on_ranks("import os\nassert os.environ['WORLD_SIZE'] == '2'\n", tmp_path, 2)
     cfg = tmp_path / "missing.yaml"
     with pytest.raises(AssertionError, match=r"missing\.yaml"):
         launch.train(cfg, tmp_path, None)
+    # A trainer run in the folder it is given (its runs_dir is relative), then one killed where
+    # ALBOR_CRASH_AT says: train returns the killed run's status.
+    for name, crash in (("whole", None), ("killed", "step:3")):
+        cfg = tmp_path / f"{name}.yaml"
+        cfg.write_text(small_config(small_data, Path("runs"), name=name).to_yaml())
+        code = launch.train(cfg, tmp_path, None, crash=crash)
+        steps = [json.loads(line)["step"] for line in (tmp_path / "runs" / name / "metrics.jsonl").open()]
+        if crash is None:
+            assert code == 0 and max(steps) == MAX_STEPS
+        else:
+            assert code == -signal.SIGKILL and max(steps) <= 3 < MAX_STEPS
