@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import yaml
 
 from albor.checkpoint import load_for_inference
 from albor.config import ModelConfig
-from albor.ladder.prune import calibration_windows, main, prune_mask, wanda_prune, wanda_scores
+from albor.ladder.prune import calibration_windows, main, parse_pattern, prune_mask, wanda_prune, wanda_scores
 from albor.model import Decoder
 from albor.verify.contracts import declared
 from falsification.exports import code_tokenizer, random_decoder, save_run
@@ -140,7 +141,10 @@ def test_the_cli_writes_the_pruned_run(
             },
         }
         assert printed.startswith(f"pruned {base.path} into {out}: {want.sparsity:.1%} of the block weights zero")
+        assert got.path.name == "step-00000000"
         assert json.loads((got.path / "state.json").read_text()) == {"step": 0, "data_dir": str(base.data_dir)}
+        optimizer = torch.load(got.path / "optimizer.pt", weights_only=True)
+        assert optimizer["state"] == {} and [g["lr"] for g in optimizer["param_groups"]] == [0.0]
         assert yaml.safe_load((got.path / "config.yaml").read_text()) == yaml.safe_load(
             (base.path / "config.yaml").read_text()
         )
@@ -165,3 +169,30 @@ def test_the_cli_writes_the_pruned_run(
         err = capsys.readouterr().err
         assert e.value.code == 2 and err.startswith("usage: albor prune ") and message in err, err
     assert not Path(no).exists()
+
+
+@pytest.mark.claim("PRUNE-007")
+def test_ties_go_by_position_and_bad_input_is_refused() -> None:
+    # Equal scores: the lower index is pruned first, so the count stays exact.
+    ties = torch.ones(3, 8)
+    assert prune_mask(ties, 0.5, None).tolist() == [[False] * 4 + [True] * 4] * 3
+    assert prune_mask(ties, None, (2, 4)).tolist() == [[False, False, True, True] * 2] * 3
+    with pytest.raises(ValueError, match=r"^a 2:4 pattern needs inputs in groups of 4; this layer has 6$"):
+        prune_mask(torch.ones(2, 6), None, (2, 4))
+    model, windows = _model(), _windows()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for how, message in (
+        ({}, r"^give a sparsity or a pattern, not both$"),
+        ({"sparsity": 0.5, "pattern": (2, 4)}, r"^give a sparsity or a pattern, not both$"),
+        ({"sparsity": 1.0}, r"^sparsity must lie in \[0, 1\), got 1.0$"),
+        ({"sparsity": -0.25}, r"^sparsity must lie in \[0, 1\), got -0.25$"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            wanda_prune(model, windows, **how)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items()), "a refusal changed the model"
+    assert (parse_pattern("2:4"), parse_pattern("1:8"), parse_pattern("3:4")) == ((2, 4), (1, 8), (3, 4))
+    for text in ("2:2", "0:4", "4:2", "a:4", "24", "2:", ":4", "2:4:8", "-1:4", ""):
+        with pytest.raises(
+            ValueError, match=rf"^--pattern: {re.escape(repr(text))} is not N:M with 0 < N < M, like 2:4$"
+        ):
+            parse_pattern(text)
