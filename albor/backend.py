@@ -46,7 +46,8 @@ def llama_cpp_module() -> ModuleType:
         raise ValueError(
             f"{Path(llama_cpp.__file__).parent}: this llama.cpp was built with its AMX kernels, whose matmul "
             "crashes the first decode of a quantised GGUF (ggml-org/llama.cpp#20824); rebuild it with "
-            "cmake/llama-cpp.cmake, as README.md's second command does"
+            "cmake/llama-cpp.cmake, as README.md's second command does, adding --no-cache-dir --force-reinstall "
+            "(pip would reuse its cached build)"
         )
     return llama_cpp
 
