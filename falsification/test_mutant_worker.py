@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from albor.verify import mutant_worker
+from falsification.exports import need
 
 # The torch.cuda calls that initialise CUDA, or that a module would make before one that does.
 CUDA_QUESTIONS = (
@@ -49,6 +50,7 @@ def test_preloading_leaves_cuda_to_the_jobs() -> None:
             answer = getattr(torch.cuda, name)
             setattr(torch.cuda, name, lambda *a, _n=name, _f=answer, **k: asked.append(_n) or _f(*a, **k))
         from albor.verify import mutant_worker
+from falsification.exports import need
         mutant_worker.preload()
         print(json.dumps(asked))
         """
@@ -66,6 +68,7 @@ def test_a_job_forked_after_preloading_runs_on_the_gpu() -> None:
         """
         import os
         from albor.verify import mutant_worker
+from falsification.exports import need
         mutant_worker.preload()
         pid = os.fork()
         if pid == 0:
@@ -125,6 +128,7 @@ def test_a_job_leaves_no_process_behind(tmp_path: Path, ends: str) -> None:
 def test_a_coverage_job_measures_the_sources_it_names(tmp_path: Path) -> None:
     # A contract's sources need not live under albor/ (the falsifiers' launcher does not): the lines
     # each test ran are measured in the files the job names, wherever they are, and in no other file.
+    need("coverage")  # it comes with the mutation engine, in the test extra
     tree = tmp_path / "tree"
     (tree / "tools").mkdir(parents=True)
     (tree / "tools" / "__init__.py").write_text("")
