@@ -50,7 +50,6 @@ def test_preloading_leaves_cuda_to_the_jobs() -> None:
             answer = getattr(torch.cuda, name)
             setattr(torch.cuda, name, lambda *a, _n=name, _f=answer, **k: asked.append(_n) or _f(*a, **k))
         from albor.verify import mutant_worker
-from falsification.exports import need
         mutant_worker.preload()
         print(json.dumps(asked))
         """
@@ -68,7 +67,6 @@ def test_a_job_forked_after_preloading_runs_on_the_gpu() -> None:
         """
         import os
         from albor.verify import mutant_worker
-from falsification.exports import need
         mutant_worker.preload()
         pid = os.fork()
         if pid == 0:
