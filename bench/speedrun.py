@@ -6,10 +6,11 @@
     python bench/speedrun.py OUT --no-kill         # Albor's run without the SIGKILL and resume
     python bench/speedrun.py OUT --set optim.name=muon data.tokenizer_sample_bytes=100000000  # a lever
 
-1. Albor's whole job, timed from its start: ``albor data prepare`` on this interpreter's standard
-   library and installed distributions (vocab 32768, seq_len 1024, no byte cap, no FIM), then
-   ``albor train --config pretrain-125m`` (262,144 tokens a step, lr 1e-3, warmup 50, cosine to 1e-4,
-   compiled, bf16) for ``--steps`` steps, every val window scored every 75 steps. The run is killed with
+1. Albor's whole job, timed from its start, as one command: ``albor train --config pretrain-125m``
+   (262,144 tokens a step, lr 1e-3, warmup 50, cosine to 1e-4, compiled, bf16) for ``--steps`` steps,
+   every val window scored every 75 steps, which first prepares its data on this interpreter's standard
+   library and installed distributions (vocab 32768, seq_len 1024, no byte cap, no FIM) while its kernels
+   are checked on the GPU. The run is killed with
    SIGKILL right after the step that follows the checkpoint nearest its middle (``ALBOR_CRASH_AT``) and
    resumed with ``--resume``: the curve carries the restart, and the figures say what it cost.
 2. Albor's split as file lists (each corpus row's path under its source root) and the peer
@@ -202,20 +203,12 @@ def split_lists(data_dir: Path, where: dict[tuple[str, str], Path], work: Path, 
 
 
 def albor_job(job: Job, scale: Scale, steps: int, overrides: Sequence[str], kill: bool) -> dict[str, Any]:
-    """Prepare and train, killed once mid-run and resumed when ``kill``; the curve on the wall clock from the
-    job's start.
+    """Albor's job as a user runs it, one ``albor train`` that prepares its data first, killed once mid-run and
+    resumed when ``kill``; the curve on the wall clock from the job's start.
 
-    ``overrides`` are ``KEY=VALUE`` settings of the train config on top of the scale's; ``data.*`` ones
-    reach the preparation too.
+    ``overrides`` are ``KEY=VALUE`` settings of the train config on top of the scale's.
     """
     data_dir, runs = job.work / "data", job.work / "runs"
-    data = [f"{k}={yaml_value(v)}" for k, v in scale.data.items()]
-    data += [o.removeprefix("data.") for o in overrides if o.startswith("data.")]
-    t0 = time.time()
-    if job.run("albor-prepare", albor("data", "prepare", f"out={data_dir}", *data)) != 0:
-        raise SystemExit("albor data prepare failed; see logs/albor-prepare.log")
-    prepared = time.time() - t0
-    manifest = load_manifest(data_dir)
     checkpoint_step = max(scale.eval_every, steps // 2 // scale.eval_every * scale.eval_every)
     crash = checkpoint_step + 1
     train = [
@@ -227,27 +220,29 @@ def albor_job(job: Job, scale: Scale, steps: int, overrides: Sequence[str], kill
         "off",
         f"runs_dir={runs}",
         f"data.out={data_dir}",
-        *(f"data.{d}" for d in data),
+        *(f"data.{k}={yaml_value(v)}" for k, v in scale.data.items()),
         *scale.train,
-        *(o for o in overrides if not o.startswith("data.")),
+        *overrides,
         f"optim.max_steps={steps}",
         f"eval_every={scale.eval_every}",
         f"checkpoint_every={scale.eval_every}",
-        f"eval_windows={manifest.splits['val'].windows}",
+        "eval_windows=null",
     ]
     env = job.env_with("cache-albor")
+    t0 = time.time()
     if not kill:
         if job.run("albor-train", albor("train", *train), env) != 0:
             raise SystemExit("albor train failed; see logs/albor-train.log")
-        return albor_records(job, runs / "speedrun", t0, prepared, manifest)[0] | {"kill": None}
+        return albor_records(job, runs / "speedrun", t0, prepare_seconds(runs / "speedrun"))[0] | {"kill": None}
     rc = job.run("albor-train", albor("train", *train), {**env, "ALBOR_CRASH_AT": f"step:{crash}"})
     killed = time.time() - t0
     if rc != -signal.SIGKILL:
         raise SystemExit(f"albor train was to be killed at step {crash} but exited {rc}; see logs/albor-train.log")
+    prepared = prepare_seconds(runs / "speedrun")  # before the resume rewrites run.json
     resumed = time.time() - t0
     if job.run("albor-resume", albor("train", *train, "--resume"), env) != 0:
         raise SystemExit("albor train --resume failed; see logs/albor-resume.log")
-    result, resume_loop, train_time = albor_records(job, runs / "speedrun", t0, prepared, manifest)
+    result, resume_loop, train_time = albor_records(job, runs / "speedrun", t0, prepared)
     # The step the kill lost ended just before it; what the restart cost is the time until it ended again.
     restart = resume_loop + train_time[crash] - (t0 + killed)
     return result | {
@@ -261,9 +256,12 @@ def albor_job(job: Job, scale: Scale, steps: int, overrides: Sequence[str], kill
     }
 
 
-def albor_records(
-    job: Job, run_dir: Path, t0: float, prepared: float, manifest: Any
-) -> tuple[dict[str, Any], float, dict[int, float]]:
+def prepare_seconds(run_dir: Path) -> float:
+    """How long the run's data preparation took, from the setup parts its process wrote to run.json."""
+    return json.loads((run_dir / "run.json").read_text())["setup_s"]["data"]
+
+
+def albor_records(job: Job, run_dir: Path, t0: float, prepared: float) -> tuple[dict[str, Any], float, dict[int, float]]:
     """The finished run's figures on the job's clock (from ``t0``), with its records copied to OUT; and the last
     process's loop start and each step's time on its loop clock."""
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -280,15 +278,16 @@ def albor_records(
             (job.out / "albor").mkdir(exist_ok=True)
             (job.out / "albor" / name).write_bytes((run_dir / name).read_bytes())
     figures = {
+        # The data preparation inside the first process, and the rest of its way to the loop: interpreter
+        # start, imports and the trainer's other setup.
         "prepare_s": round(prepared, 1),
-        # From prepare's end to the first process's loop: interpreter start, imports and the trainer's setup.
         "to_loop_s": round(loops[0] - t0 - prepared, 1),
         "first_step_s": round(loops[0] + train_time[1] - t0, 1),
         "job_s": round(time.time() - t0, 1),
         # The last process's setup, part by part (run.json is rewritten by each process).
         "setup_s": json.loads((run_dir / "run.json").read_text()).get("setup_s"),
         "curve": curve,
-        "data": {s: v.model_dump(exclude={"shards"}) for s, v in manifest.splits.items()},
+        "data": {s: v.model_dump(exclude={"shards"}) for s, v in load_manifest(job.work / "data").splits.items()},
         "data_dir": str(job.work / "data"),
         "run_dir": str(run_dir),
     }
@@ -449,15 +448,16 @@ def decode_speed(gguf: Path, tokens: int) -> list[dict[str, Any]]:
     return rows
 
 
-def chain(job: Job, scale: Scale, run_dir: Path) -> dict[str, Any]:
-    """Everything that needs the trained weights, on this machine: evaluations, export and CPU decode."""
+def chain(job: Job, scale: Scale, run_dir: Path, out: dict[str, Any]) -> None:
+    """Everything that needs the trained weights, on this machine: evaluations, export and CPU decode, each
+    result into ``out`` as it comes, so that a call cut short keeps what had finished."""
     from albor.eval.sandbox import namespaces_available
 
     chain_dir = job.out / "chain"
     chain_dir.mkdir(exist_ok=True)
     mode = "namespaces" if namespaces_available() else "guard"
     env = job.env_with("cache-albor")
-    out: dict[str, Any] = {"sandbox": mode}
+    out["sandbox"] = mode
     job.run("perplexity", albor("eval", "perplexity", "--checkpoint", str(run_dir), "--max-windows", "all"), env)
     out["perplexity"] = job.json_of("perplexity")
     gguf = job.work / "speedrun-q4_k_m.gguf"
@@ -503,7 +503,6 @@ def chain(job: Job, scale: Scale, run_dir: Path) -> dict[str, Any]:
             out["decode"] = decode_speed(gguf, scale.decode_tokens)
         except (ImportError, OSError, ValueError) as e:
             out["decode"] = {"error": f"{type(e).__name__}: {e}"}
-    return out
 
 
 def card() -> str:
@@ -567,7 +566,9 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as e:
             results["peer_error"] = f"{type(e).__name__}: {e}"
             print(f"peer: {results['peer_error']}", file=sys.stderr, flush=True)
-        results["chain"] = {} if args.no_chain else chain(job, scale, Path(a["run_dir"]))
+        results["chain"] = {}
+        if not args.no_chain:
+            chain(job, scale, Path(a["run_dir"]), results["chain"])
     finally:
         (args.out / "speedrun.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     print(json.dumps({k: results.get(k) for k in ("compare", "same_text", "peer_error")}, indent=2, default=str))

@@ -10,6 +10,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from albor.data.cursor import DataCursor
 from albor.data.fim import SENTINELS
 from albor.model import Block, Decoder
 from albor.ops import IGNORE_INDEX, rope_tables
+from albor.ops.dispatch import Kernels, KernelUnavailable
 from albor.optim.lr_schedule import lr_at
 from albor.train import preflight
 from albor.train.config import TrainConfig, build_config
@@ -713,3 +715,53 @@ def test_block_scope_compiles_one_block_for_every_block(small_data: Path, tmp_pa
     weights = eager.model.state_dict()
     for name, w in blocks.model.state_dict().items():
         assert rel_err(w, weights[name]) <= tolerance("TRAIN-028", "weights"), name
+
+
+@pytest.mark.claim("TRAIN-029")
+def test_the_kernels_are_checked_while_the_data_is_prepared(
+    small_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from albor.train import trainer as trainer_module
+
+    real_prepare, real_kernels = trainer_module.prepare_config, trainer_module.Kernels
+    preparing, checked = threading.Event(), threading.Event()
+    seen: dict[str, bool] = {}
+
+    # Each side waits for the other: run one after the other, the first of them times out.
+    def prepare(data: object) -> None:
+        preparing.set()
+        seen["the check ended while the data was being prepared"] = checked.wait(10)
+        real_prepare(data)
+
+    def kernels(*args: object) -> Kernels:
+        seen["the check ran once the preparation had begun"] = preparing.wait(10)
+        table = real_kernels(*args)
+        checked.set()
+        return table
+
+    monkeypatch.setattr(trainer_module, "prepare_config", prepare)
+    monkeypatch.setattr(trainer_module, "Kernels", kernels)
+    with Trainer(small_config(small_data, tmp_path / "overlap")) as trainer:
+        assert isinstance(trainer.kernels, Kernels)
+        trainer.fit_steps(1)
+    assert seen == dict.fromkeys(seen, True) and len(seen) == 2, seen
+    parts = json.loads((trainer.run_dir / "run.json").read_text())["setup_s"]
+    assert {"data", "kernels", "model"} <= parts.keys(), parts
+
+    # What either side raises stops the run, named, and leaves the run free for the next trainer.
+    def unusable(*args: object) -> Kernels:
+        raise KernelUnavailable("op 'rmsnorm': the triton backend is unusable: a planted failure")
+
+    def bad_data(data: object) -> None:
+        raise ValueError("corpus: a planted preparation failure")
+
+    cfg = small_config(small_data, tmp_path / "failing")
+    for target, fake, error in [("Kernels", unusable, "rmsnorm"), ("prepare_config", bad_data, "planted preparation")]:
+        monkeypatch.setattr(trainer_module, "prepare_config", real_prepare)
+        monkeypatch.setattr(trainer_module, "Kernels", real_kernels)
+        monkeypatch.setattr(trainer_module, target, fake)
+        with pytest.raises((KernelUnavailable, ValueError), match=error):
+            Trainer(cfg)
+    monkeypatch.setattr(trainer_module, "prepare_config", real_prepare)
+    with Trainer(cfg) as trainer:
+        trainer.fit_steps(1)

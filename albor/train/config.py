@@ -57,7 +57,7 @@ class TrainConfig(Strict):
     )
     deterministic: bool = Field(default=False, description="torch.use_deterministic_algorithms (bitwise CUDA resume)")
     eval_every: int = Field(default=100, gt=0, description="steps between val_ppl evaluations")
-    eval_windows: int = Field(default=64, gt=0, description="val windows each evaluation reads")
+    eval_windows: int | None = Field(default=64, gt=0, description="val windows each evaluation reads; null: every one")
     eval_sample_tokens: int = Field(
         default=0,
         ge=0,

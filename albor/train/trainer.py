@@ -6,6 +6,7 @@ import importlib.util
 import json
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 from pathlib import Path
@@ -187,9 +188,13 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
         lap("device")
-        self._setup_data()
-        lap("data")
-        self.kernels = Kernels(cfg.kernels, cfg.allow_kernel_fallback, self.device)
+        # The kernels' launch checks are the device's first work (its context, Triton's compiles); they run
+        # while the host prepares the data, and "kernels" is what is left of them once the data is ready.
+        with ThreadPoolExecutor(1, thread_name_prefix="kernel-check") as pool:
+            kernels = pool.submit(Kernels, cfg.kernels, cfg.allow_kernel_fallback, self.device)
+            self._setup_data()
+            lap("data")
+            self.kernels = kernels.result()
         lap("kernels")
         model = self._build_model(init_ckpt)
         model.to(self.device)
