@@ -261,7 +261,9 @@ def prepare_seconds(run_dir: Path) -> float:
     return json.loads((run_dir / "run.json").read_text())["setup_s"]["data"]
 
 
-def albor_records(job: Job, run_dir: Path, t0: float, prepared: float) -> tuple[dict[str, Any], float, dict[int, float]]:
+def albor_records(
+    job: Job, run_dir: Path, t0: float, prepared: float
+) -> tuple[dict[str, Any], float, dict[int, float]]:
     """The finished run's figures on the job's clock (from ``t0``), with its records copied to OUT; and the last
     process's loop start and each step's time on its loop clock."""
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
