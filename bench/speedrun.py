@@ -3,6 +3,7 @@
     python bench/speedrun.py OUT [--steps 225]     # one H200: about 9 minutes (bench/RESULTS.md)
     python bench/speedrun.py OUT --smoke           # the same steps at tiny scale on the CPU
     python bench/speedrun.py OUT --no-chain        # the two jobs and their curves only
+    python bench/speedrun.py OUT --no-peer         # Albor's job and the chain on its model only
     python bench/speedrun.py OUT --no-kill         # Albor's run without the SIGKILL and resume
     python bench/speedrun.py OUT --set optim.name=muon data.tokenizer_sample_bytes=100000000  # a lever
 
@@ -521,6 +522,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-chain", action="store_true", help="the two jobs only, for a call the chain would overrun")
     p.add_argument("--no-kill", action="store_true", help="Albor's run without the SIGKILL and the resume")
     p.add_argument(
+        "--no-peer", action="store_true", help="Albor's job and the chain only, for a call the peer would overrun"
+    )
+    p.add_argument(
         "--set",
         nargs="+",
         default=[],
@@ -552,22 +556,25 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         a = results["albor"] = albor_job(job, scale, steps, args.set, kill=not args.no_kill)
-        try:  # the peer's side, and the comparison; the chain runs whatever happens here
-            lists = results["lists"] = split_lists(Path(a["data_dir"]), where, job.work, args.out)
-            p_ = results["peer"] = peer_job(job, scale, steps, lists, a["data"]["val"]["tokens"])
-            results["same_text"] = {
-                "albor_val_files": lists["val"]["files"],
-                "peer_val_files": p_["split"].get("val_files"),
-                "albor_val_source_bytes": a["data"]["val"]["source_bytes"],
-                "peer_val_bytes": p_["split"].get("val_bytes"),
-                "albor_train_files": lists["train"]["files"],
-                "peer_train_files": p_["split"].get("train_files"),
-            }
-            results["compare"] = compare(a, p_)
-            plot(a, p_, args.out / "curves.png")
-        except Exception as e:
-            results["peer_error"] = f"{type(e).__name__}: {e}"
-            print(f"peer: {results['peer_error']}", file=sys.stderr, flush=True)
+        if args.no_peer:
+            results["peer_error"] = "not run (--no-peer)"
+        else:
+            try:  # the peer's side, and the comparison; the chain runs whatever happens here
+                lists = results["lists"] = split_lists(Path(a["data_dir"]), where, job.work, args.out)
+                p_ = results["peer"] = peer_job(job, scale, steps, lists, a["data"]["val"]["tokens"])
+                results["same_text"] = {
+                    "albor_val_files": lists["val"]["files"],
+                    "peer_val_files": p_["split"].get("val_files"),
+                    "albor_val_source_bytes": a["data"]["val"]["source_bytes"],
+                    "peer_val_bytes": p_["split"].get("val_bytes"),
+                    "albor_train_files": lists["train"]["files"],
+                    "peer_train_files": p_["split"].get("train_files"),
+                }
+                results["compare"] = compare(a, p_)
+                plot(a, p_, args.out / "curves.png")
+            except Exception as e:
+                results["peer_error"] = f"{type(e).__name__}: {e}"
+                print(f"peer: {results['peer_error']}", file=sys.stderr, flush=True)
         results["chain"] = {}
         if not args.no_chain:
             chain(job, scale, Path(a["run_dir"]), results["chain"])
