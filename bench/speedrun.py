@@ -556,9 +556,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         a = results["albor"] = albor_job(job, scale, steps, args.set, kill=not args.no_kill)
-        if args.no_peer:
-            results["peer_error"] = "not run (--no-peer)"
-        else:
+        if not args.no_peer:
             try:  # the peer's side, and the comparison; the chain runs whatever happens here
                 lists = results["lists"] = split_lists(Path(a["data_dir"]), where, job.work, args.out)
                 p_ = results["peer"] = peer_job(job, scale, steps, lists, a["data"]["val"]["tokens"])
