@@ -3,8 +3,9 @@
 #   bench/gpu_runs.sh OUT battery      the whole battery on CUDA -> OUT/junit-cuda.{xml,json}
 #   bench/gpu_runs.sh OUT verify       the battery, then every registered fault's mutant on CUDA -> OUT/mutants-cuda.json
 #   bench/gpu_runs.sh OUT bench MB...  trainer step vs the plain-PyTorch peer at each micro-batch
-#   bench/gpu_runs.sh OUT memory       step memory: Hugging Face + Liger-Kernel, then the mixed stack at
-#                                      recomputation budgets 0.8, 0.7, 0.6, at micro-batches 16 and 32
+#   bench/gpu_runs.sh OUT memory MB    step memory at micro-batch MB: Hugging Face + Liger-Kernel, the mixed
+#                                      stack at recomputation budgets 1.0 and 0.8 and with each of AOTAutograd's
+#                                      three recomputation bans lifted alone, Liger again
 #   bench/gpu_runs.sh OUT run          a short 350M run, killed with SIGKILL at step 150 and resumed
 #   bench/gpu_runs.sh OUT fsdp         FSDP2 on one GPU against the unsharded step, and the async save's pause
 #   bench/gpu_runs.sh OUT sweep OPT LR...  the speedrun's 125M job (no kill) with optimizer OPT at each lr
@@ -33,11 +34,18 @@ case $PART in
     python bench/throughput.py --micro-bs "$@" --budget 0.5 --steps 20 --warmup 6 --out "$OUT/throughput.jsonl" "${DATA[@]}" ;;
   memory)
     # The peer needs the liger_kernel package on the path; the file is ../shared/bench's.
-    python ../shared/bench/peer_hf_llama.py --liger --compile no --micro-bs 16 32 --steps 20 | tee "$OUT/liger.txt" \
-      || echo "liger peer: exit $?"  # Albor's side still runs: the call is the only one of its day
+    MB=${1:?usage: gpu_runs.sh OUT memory MB}
+    liger() {  # Albor's side still runs if the peer fails: the call is the only one of its day
+      python ../shared/bench/peer_hf_llama.py --liger --compile no --micro-bs "$MB" --steps 20 | tee -a "$OUT/liger.txt" \
+        || echo "liger peer: exit $?"
+    }
+    liger
     prepare
-    python bench/throughput.py --micro-bs 16 32 --kernels mixed --budget 0.8 0.7 0.6 --steps 20 --warmup 6 \
-      --out "$OUT/memory.jsonl" "${DATA[@]}" ;;
+    python bench/throughput.py --micro-bs "$MB" --kernels mixed --budget 0.8 --steps 20 --warmup 6 \
+      --lift used_far_apart long_fusible_chains materialized_backward \
+      --out "$OUT/memory.jsonl" "${DATA[@]}"
+    liger  # again after Albor's runs, so that the host's drift within the call shows
+    ;;
   run)
     prepare
     RUN=(--config pretrain-350m --name gpu-350m "${DATA[@]}" optim.max_steps=300 optim.warmup_steps=50

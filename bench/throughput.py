@@ -10,7 +10,9 @@ line per measurement and a table of ratios last.
 
 ``--kernels``: ``reference`` (every op compiled from its reference), ``triton`` (every Triton kernel),
 ``mixed`` (the Triton linear + cross-entropy kernel, the other ops compiled). ``--budget B...`` adds a
-stack with the first kernels choice and ``activation_memory_budget=B`` for each B.
+stack with the first kernels choice and ``activation_memory_budget=B`` for each B. ``--lift BAN...`` adds
+a stack with the first kernels choice at budget 1.0 and AOTAutograd's recomputation ban
+``ban_recompute_<BAN>`` lifted, for each BAN (a budget below 1 lifts all three at once).
 """
 
 from __future__ import annotations
@@ -69,13 +71,34 @@ def run_peer(micro_bs: int, steps: int) -> dict:
     return json.loads(out.getvalue().strip().splitlines()[-1])
 
 
-def run_albor(overrides: list[str], micro_bs: int, steps: int, warmup: int, kernels: str, budget: float) -> dict:
+BANS = ("used_far_apart", "long_fusible_chains", "materialized_backward")
+
+
+@contextlib.contextmanager
+def lifted(ban: str | None):
+    """AOTAutograd's recomputation ban ``ban`` off while the step compiles; nothing lifted for None."""
+    if ban is None:
+        yield
+        return
+    name = f"ban_recompute_{ban}"
+    before = getattr(functorch_config, name)
+    setattr(functorch_config, name, False)
+    try:
+        yield
+    finally:
+        setattr(functorch_config, name, before)
+
+
+def run_albor(
+    overrides: list[str], micro_bs: int, steps: int, warmup: int, kernels: str, budget: float, ban: str | None = None
+) -> dict:
     cfg = albor_config(overrides, micro_bs, steps + warmup + 1, kernels, budget)
     torch.cuda.reset_peak_memory_stats()
     trainer = Trainer(cfg)
     trainer.model.train()
-    for _ in range(warmup):
-        trainer.train_step()
+    with lifted(ban):  # the step compiles at its first call
+        for _ in range(warmup):
+            trainer.train_step()
     torch.cuda.synchronize()
     t0 = time.perf_counter()
     losses = [trainer.train_step().loss for _ in range(steps)]
@@ -83,7 +106,7 @@ def run_albor(overrides: list[str], micro_bs: int, steps: int, warmup: int, kern
     dt = time.perf_counter() - t0
     tok_s = trainer.tokens_per_step * steps / dt
     result = {
-        "stack": f"albor-{kernels}" + (f"-budget{budget}" if budget < 1 else ""),
+        "stack": f"albor-{kernels}" + (f"-budget{budget}" if budget < 1 else "") + (f"-lift-{ban}" if ban else ""),
         "micro_bs": micro_bs,
         "params": cfg.model.n_params(),
         "tok_s": round(tok_s),
@@ -107,6 +130,9 @@ def main() -> None:
     ap.add_argument(
         "--budget", type=float, nargs="+", default=[], help="also run the first kernels choice at each of these budgets"
     )
+    ap.add_argument(
+        "--lift", nargs="+", default=[], choices=BANS, help="also run the first kernels choice with each ban lifted"
+    )
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=8)
     ap.add_argument("--out", type=Path, help="also write the JSON lines here")
@@ -116,12 +142,13 @@ def main() -> None:
         p = run_peer(mb, args.steps)
         print(json.dumps(p), flush=True)
         rows.append(p)
-        stacks = [(k, 1.0) for k in args.kernels] + [(args.kernels[0], b) for b in args.budget]
-        for k, budget in stacks:
+        stacks = [(k, 1.0, None) for k in args.kernels] + [(args.kernels[0], b, None) for b in args.budget]
+        stacks += [(args.kernels[0], 1.0, ban) for ban in args.lift]
+        for k, budget, ban in stacks:
             try:
-                a = run_albor(args.overrides, mb, args.steps, args.warmup, k, budget)
+                a = run_albor(args.overrides, mb, args.steps, args.warmup, k, budget, ban)
             except Exception as e:  # a failed variant is a result to report, not a reason to lose the others
-                a = {"stack": f"albor-{k}-budget{budget}", "micro_bs": mb, "error": repr(e)[:400]}
+                a = {"stack": f"albor-{k}-budget{budget}-lift-{ban}", "micro_bs": mb, "error": repr(e)[:400]}
             print(json.dumps(a), flush=True)
             rows.append(a)
     if args.out:
