@@ -74,19 +74,9 @@ def run_peer(micro_bs: int, steps: int) -> dict:
 BANS = ("used_far_apart", "long_fusible_chains", "materialized_backward")
 
 
-@contextlib.contextmanager
-def lifted(ban: str | None):
+def lifted(ban: str | None) -> contextlib.AbstractContextManager:
     """AOTAutograd's recomputation ban ``ban`` off while the step compiles; nothing lifted for None."""
-    if ban is None:
-        yield
-        return
-    name = f"ban_recompute_{ban}"
-    before = getattr(functorch_config, name)
-    setattr(functorch_config, name, False)
-    try:
-        yield
-    finally:
-        setattr(functorch_config, name, before)
+    return functorch_config.patch(f"ban_recompute_{ban}", False) if ban else contextlib.nullcontext()
 
 
 def run_albor(
