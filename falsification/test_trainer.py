@@ -676,6 +676,32 @@ def test_a_data_parallel_step_all_reduces_on_its_last_micro_batch_only(small_dat
         assert reduced.count(3) == reduced.count(6), f"rank {rank}: the two steps reduced {reduced}"
 
 
+@pytest.mark.claim("TRAIN-030")
+def test_leaving_the_process_group_lets_its_threads_take_the_gil(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The thread stands for a gloo worker that is ready, once the group is gone, to release the tensors of
+    # the collective it has just finished, which takes the GIL. With no forced switching, the GIL changes
+    # hands only where the main thread lets it go; shutdown must do so before the interpreter may finalize.
+    from albor.train import distributed
+
+    d = distributed.init("cpu", sharded=True)  # a gloo group of one
+    gone, released = threading.Event(), threading.Event()
+    worker = threading.Thread(target=lambda: (gone.wait(), released.set()))
+    worker.start()
+    destroy = torch.distributed.destroy_process_group
+    monkeypatch.setattr(torch.distributed, "destroy_process_group", lambda: (destroy(), gone.set()))
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1000.0)
+    try:
+        distributed.shutdown(d)
+        done = released.is_set()
+    finally:
+        sys.setswitchinterval(interval)
+        gone.set()
+        worker.join()
+    assert not torch.distributed.is_initialized(), "the group outlived shutdown"
+    assert done, "shutdown returned before a thread waiting for the GIL could take it"
+
+
 @pytest.mark.claim("TRAIN-026")
 def test_a_steps_mfu_is_its_throughput_over_the_peak(small_data: Path, tmp_path: Path) -> None:
     with Trainer(small_config(small_data, tmp_path)) as trainer:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+# How long the group's last users get the GIL after it is destroyed (see shutdown).
+SETTLE_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -64,8 +68,15 @@ def _free_port() -> int:
 
 
 def shutdown(d: Dist) -> None:
+    """Leave the process group, and let its threads finish what they hold before the interpreter may end."""
     if dist.is_initialized():
         dist.destroy_process_group()
+        # A gloo worker that has just finished a collective still releases its tensors, and for a tensor
+        # Python has seen that takes the GIL. If the interpreter is finalizing by then, the worker is stopped
+        # inside C++ and the rank aborts ("terminate called without an active exception"). Destroying the
+        # group does not join its workers while references to it live on (a DDP wrapper leaves some behind), so they
+        # are given the GIL here instead.
+        time.sleep(SETTLE_S)
 
 
 def barrier(d: Dist) -> None:
