@@ -6,13 +6,16 @@
 #   bench/gpu_runs.sh OUT memory MB    step memory at micro-batch MB: Hugging Face + Liger-Kernel, the mixed
 #                                      stack at recomputation budgets 1.0 and 0.8 and with each of AOTAutograd's
 #                                      three recomputation bans lifted alone, Liger again
+#   bench/gpu_runs.sh OUT partition MB what the compiled step saves for backward at micro-batch MB: the saved
+#                                      tensors of one block, then Liger, the mixed stack compiled per block
+#                                      and per step, each at budget 1.0, 0.8 and materialized_backward lifted
 #   bench/gpu_runs.sh OUT run          a short 350M run, killed with SIGKILL at step 150 and resumed
 #   bench/gpu_runs.sh OUT fsdp         FSDP2 on one GPU against the unsharded step, and the async save's pause
 #   bench/gpu_runs.sh OUT sweep OPT LR...  the speedrun's 125M job (no kill) with optimizer OPT at each lr
 # The corpus is this machine's stdlib + installed distributions, capped at 100 MB of source.
 set -euo pipefail
-OUT=${1:?usage: gpu_runs.sh OUT battery|verify|bench|memory|run|fsdp|sweep}
-PART=${2:?usage: gpu_runs.sh OUT battery|verify|bench|memory|run|fsdp|sweep}
+OUT=${1:?usage: gpu_runs.sh OUT battery|verify|bench|memory|partition|run|fsdp|sweep}
+PART=${2:?usage: gpu_runs.sh OUT battery|verify|bench|memory|partition|run|fsdp|sweep}
 shift 2
 export PYTHONUNBUFFERED=1
 DATA=(data.out=.cache/data-350m data.max_source_bytes=100000000)
@@ -21,6 +24,11 @@ prepare() {
 from albor.data import prepare_config
 from albor.train.config import load_config
 prepare_config(load_config("pretrain-350m", sys.argv[1:]).data)' "${DATA[@]}"
+}
+liger() {  # Hugging Face + Liger-Kernel at micro-batch $1; Albor's side still runs if the peer fails
+  # The peer needs the liger_kernel package on the path; the file is ../shared/bench's.
+  python ../shared/bench/peer_hf_llama.py --liger --compile no --micro-bs "$1" --steps 20 | tee -a "$OUT/liger.txt" \
+    || echo "liger peer: exit $?"
 }
 case $PART in
   battery)
@@ -33,19 +41,24 @@ case $PART in
     prepare
     python bench/throughput.py --micro-bs "$@" --budget 0.5 --steps 20 --warmup 6 --out "$OUT/throughput.jsonl" "${DATA[@]}" ;;
   memory)
-    # The peer needs the liger_kernel package on the path; the file is ../shared/bench's.
     MB=${1:?usage: gpu_runs.sh OUT memory MB}
-    liger() {  # Albor's side still runs if the peer fails: the call is the only one of its day
-      python ../shared/bench/peer_hf_llama.py --liger --compile no --micro-bs "$MB" --steps 20 | tee -a "$OUT/liger.txt" \
-        || echo "liger peer: exit $?"
-    }
-    liger
+    liger "$MB"
     prepare
     python bench/throughput.py --micro-bs "$MB" --kernels mixed --budget 0.8 --steps 20 --warmup 6 \
       --lift used_far_apart long_fusible_chains materialized_backward \
       --out "$OUT/memory.jsonl" "${DATA[@]}"
-    liger  # again after Albor's runs, so that the host's drift within the call shows
+    liger "$MB"  # again after Albor's runs, so that the host's drift within the call shows
     ;;
+  partition)
+    MB=${1:?usage: gpu_runs.sh OUT partition MB}
+    python bench/saved_tensors.py --micro-bs "$MB" --out "$OUT/saved.jsonl"
+    liger "$MB"
+    prepare
+    STEP=(--micro-bs "$MB" --kernels mixed --steps 20 --warmup 6)
+    python bench/throughput.py "${DATA[@]}" compile_scope=block "${STEP[@]}" --budget 0.8 \
+      --lift materialized_backward --out "$OUT/block.jsonl"
+    python bench/throughput.py "${DATA[@]}" "${STEP[@]}" --budget 0.8 --lift materialized_backward \
+      --out "$OUT/step.jsonl" ;;
   run)
     prepare
     RUN=(--config pretrain-350m --name gpu-350m "${DATA[@]}" optim.max_steps=300 optim.warmup_steps=50
