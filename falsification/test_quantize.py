@@ -12,7 +12,6 @@ from torch import nn
 from albor.data import load_windows
 from albor.export.compare import decoder_logits, window_perplexity
 from albor.export.quantize import (
-    GROUP_SIZES,
     Int4Linear,
     Int8Linear,
     dequantize_int4,
@@ -20,6 +19,7 @@ from albor.export.quantize import (
     quantize_decoder,
     quantize_int4,
     quantize_int8,
+    quantized_linear,
 )
 from albor.generate import CachedDecoder, load
 from albor.verify.contracts import tolerance
@@ -49,8 +49,12 @@ def test_int8_error_within_half_a_step(n: int, k: int) -> None:
     assert excess <= tolerance("QUANT-001", torch.float64), f"a weight is {excess:.3g} past half its row's step"
 
 
+# The group sizes the contract declares (those of the int4 kernel), not the module's own tuple.
+DECLARED_GROUPS = (32, 64, 128, 256)
+
+
 @pytest.mark.claim("QUANT-002")
-@pytest.mark.parametrize("group", GROUP_SIZES)
+@pytest.mark.parametrize("group", DECLARED_GROUPS)
 def test_int4_error_within_half_a_step(group: int) -> None:
     n, k = 32, 2 * group + 24  # not a whole number of groups: the last one is padded
     w = _weights(n, k, seed=group)
@@ -120,3 +124,29 @@ def test_perplexity_bounds(trained_run: Path, small_data: Path) -> None:
     for quant in ("int8", "int4"):
         ratio = ppl[quant] / ppl["float32"]
         assert ratio <= tolerance("QUANT-005", quant), f"{quant}: ppl {ppl[quant]:.3f} is {ratio:.4f}× float32's"
+
+
+@pytest.mark.claim("QUANT-006")
+def test_bad_input_is_refused_by_name() -> None:
+    w = _weights(16, 64)
+    for group in (16, 48, 65, 512):
+        with pytest.raises(ValueError, match=rf"^group_size must be one of \(32, 64, 128, 256\), got {group}$"):
+            quantize_int4(w, group)
+    with pytest.raises(ValueError, match=r"^only bias-free linears are quantised$"):
+        quantized_linear(nn.Linear(8, 8, bias=True), 8, 32)
+    with pytest.raises(ValueError, match=r"^bits must be 4 or 8, got 6$"):
+        quantized_linear(nn.Linear(8, 8, bias=False), 6, 32)  # type: ignore[arg-type]
+    with torch.device("meta"):
+        on_meta = random_decoder(RANDOM)
+    with pytest.raises(ValueError, match=r"^the quantised kernels run on the CPU only$"):
+        quantize_decoder(on_meta, 8)
+
+
+@pytest.mark.claim("QUANT-007")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64])
+def test_a_weight_of_any_float_dtype_quantises_as_its_float32_value(dtype: torch.dtype) -> None:
+    w = _weights(24, 96).to(dtype)
+    exact = w.to(torch.float32)  # the same values, exactly (float64 rounded once, as the cast does)
+    for got, want in ((quantize_int8(w), quantize_int8(exact)), (quantize_int4(w, 32), quantize_int4(exact, 32))):
+        for g, e in zip(got, want, strict=True):
+            assert g.dtype == e.dtype and torch.equal(g, e), f"{dtype}: {g.dtype} codes or scales differ"
