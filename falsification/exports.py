@@ -44,13 +44,15 @@ def code_tokenizer() -> Tokenizer:
     return train_tokenizer([p.prompt + p.canonical_solution for p in load_problems()], 512)
 
 
-def save_run(root: Path, model: Decoder, tokenizer: Tokenizer, data_dir: Path | None = None) -> Path:
+def save_run(
+    root: Path, model: Decoder, tokenizer: Tokenizer, data_dir: Path | None = None, seed: int | None = None
+) -> Path:
     """A run dir under ``root`` holding one verified checkpoint of ``model`` with ``tokenizer`` (and the data
-    folder its state names, if any)."""
+    folder its state names, and the seed its config names, if any)."""
     root.mkdir(parents=True, exist_ok=True)
     tok_path = root / "tokenizer.json"
     save_tokenizer(tokenizer, tok_path)
-    run = yaml.safe_dump({"model": model.cfg.model_dump(mode="json")})
+    run = yaml.safe_dump({"model": model.cfg.model_dump(mode="json"), **({"seed": seed} if seed is not None else {})})
     save_checkpoint(
         root / "run" / "checkpoints",
         1,

@@ -13,6 +13,9 @@ import yaml
 
 from albor.checkpoint import load_for_inference
 from albor.config import ModelConfig
+from albor.data import load_windows
+from albor.data.cursor import DataCursor
+from albor.data.tokenizer import load_tokenizer
 from albor.ladder.prune import calibration_windows, main, parse_pattern, prune_mask, wanda_prune, wanda_scores
 from albor.model import Decoder
 from albor.verify.contracts import declared
@@ -109,12 +112,34 @@ def test_loss_increase_reported_and_bounded(how: dict, trained_run: Path, small_
     assert result.loss_increase <= declared("prune", "max_loss_increase"), result
 
 
+def _with_seed(run: Path, out: Path, seed: int) -> Path:
+    """A run of the same weights, tokenizer and data folder as ``run`` whose config names ``seed``."""
+    inf = load_for_inference(run)
+    return save_run(out, inf.model, load_tokenizer(inf.path / "tokenizer.json"), inf.data_dir, seed=seed)
+
+
+def _first_trained_on(data: Path, n: int, seed: int) -> torch.Tensor:
+    """The first ``n`` windows the trainer's cursor reads at epoch 0 (one rank), in window order."""
+    train = load_windows(data, "train")
+    idx = np.sort(DataCursor(len(train), n, seed).next_batch())
+    return torch.from_numpy(train[idx].astype(np.int64))
+
+
+@pytest.mark.claim("PRUNE-008")
+@pytest.mark.parametrize("seed", [0, 5])
+def test_calibration_windows_are_the_first_the_trainer_reads(small_data: Path, seed: int) -> None:
+    for n in (1, 8, 32):
+        assert torch.equal(calibration_windows(small_data, n, seed), _first_trained_on(small_data, n, seed))
+
+
 @pytest.mark.claim("PRUNE-006")
 def test_the_cli_writes_the_pruned_run(
     trained_run: Path, small_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # A copy of the run whose config names seed 5: the calibration windows must follow the run's seed.
+    trained_run = _with_seed(trained_run, tmp_path / "seeded", 5)
     base = load_for_inference(trained_run)
-    seed = yaml.safe_load((base.path / "config.yaml").read_text()).get("seed", 0)
+    seed = 5
     for flags, how, n in (
         (["--sparsity", "0.5", "--calibration-windows", "8"], {"sparsity": 0.5}, 8),
         (["--pattern", "2:4"], {"pattern": (2, 4)}, 32),
@@ -123,7 +148,7 @@ def test_the_cli_writes_the_pruned_run(
         argv = [str(trained_run), "--out", str(out), "--method", "wanda", *flags]
         assert main(argv) == 0
         printed = capsys.readouterr().out
-        windows = calibration_windows(small_data, n, seed)
+        windows = _first_trained_on(small_data, n, seed)
         want_model = load_for_inference(trained_run).model
         want = wanda_prune(want_model, windows, **how)
         got = load_for_inference(out)
@@ -173,10 +198,17 @@ def test_the_cli_writes_the_pruned_run(
 
 @pytest.mark.claim("PRUNE-007")
 def test_ties_go_by_position_and_bad_input_is_refused() -> None:
-    # Equal scores: the lower index is pruned first, so the count stays exact.
-    ties = torch.ones(3, 8)
-    assert prune_mask(ties, 0.5, None).tolist() == [[False] * 4 + [True] * 4] * 3
-    assert prune_mask(ties, None, (2, 4)).tolist() == [[False, False, True, True] * 2] * 3
+    # Equal scores: the lower index is pruned first, so the count stays exact. Rows and groups of 200
+    # and 100: short ones are sorted stably even by an unstable sort, long ones are not.
+    for width in (8, 200):
+        ties = torch.ones(3, width)
+        half = width // 2
+        for mask, want in (
+            (prune_mask(ties, 0.5, None), [False] * half + [True] * half),
+            (prune_mask(ties, None, (2, 4)), [False, False, True, True] * (width // 4)),
+            (prune_mask(ties, None, (half // 2, half)), ([False] * (half // 2) + [True] * (half // 2)) * 2),
+        ):
+            assert mask.dtype == torch.bool and mask.tolist() == [want] * 3, f"width {width}"
     with pytest.raises(ValueError, match=r"^a 2:4 pattern needs inputs in groups of 4; this layer has 6$"):
         prune_mask(torch.ones(2, 6), None, (2, 4))
     model, windows = _model(), _windows()
