@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -106,6 +107,10 @@ def test_tokenizer_matches_albor(random_run: Path, exported: Path) -> None:
         assert theirs(text, add_special_tokens=False).input_ids == ids, repr(text)
         assert theirs(text).input_ids == encode(ours, text), repr(text)
         assert theirs.decode(ids) == text, repr(text)
+    # A pair (as a reader's text-pair API makes it) is two documents, each after its </s>.
+    a, b = SOURCES[0], SOURCES[1]
+    pair = [data_tokenizer.EOS, *data_tokenizer.encode(ours, a), data_tokenizer.EOS, *data_tokenizer.encode(ours, b)]
+    assert theirs(a, b).input_ids == pair
     names = data_tokenizer.SPECIAL_TOKENS
     assert theirs.convert_tokens_to_ids(list(names)) == list(range(len(names)))
     assert (theirs.eos_token_id, theirs.pad_token_id, theirs.unk_token_id) == (2, 3, 0)
@@ -195,12 +200,24 @@ def test_a_staged_export_is_whole_or_absent(tmp_path: Path, kind: str) -> None:
         else:
             (tmp / "part").write_bytes(b"whole")
 
+    def remove(tmp: Path) -> None:
+        if kind == "file":
+            tmp.unlink()
+        else:
+            shutil.rmtree(tmp)
+
     out = tmp_path / "export"
     with pytest.raises(RuntimeError, match="interrupted"), stage(out) as tmp:
         write(tmp)
         raise RuntimeError("interrupted")
     assert list(tmp_path.iterdir()) == [], "an interrupted export left files behind"
+    # A block that fails after its staging path is already gone still fails with its own error.
+    with pytest.raises(RuntimeError, match="interrupted"), stage(out) as tmp:
+        remove(tmp)
+        raise RuntimeError("interrupted")
     with stage(out) as tmp:
+        # Beside its destination, so that the rename stays on one filesystem and is atomic.
+        assert tmp.parent == out.parent, f"staged in {tmp.parent}, not beside {out}"
         write(tmp)
         assert not out.exists(), "the export appeared before it was whole"
     written = out if kind == "file" else out / "part"
