@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -9,8 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from albor.data.config import DataConfig
-from albor.data.corpus import CorpusReport, build_corpus, corpus_dir
+from albor.data.corpus import CorpusReport, build_corpus, corpus_dir, read_corpus, read_corpus_rows
 from albor.data.schema import CORPUS_SCHEMA
+from albor.data.sources import harvest
 from albor.data.split import STDLIB_REPO
 from albor.data.synthetic import GPL_TEXT, clean_repos, python_source, write_repos
 from falsification.corpora import STDLIB_PARTS, nested_repos, parquet_source, stdlib_sample, true_repository
@@ -123,6 +125,22 @@ def test_schema(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"part-0\.parquet.*'content' is int64.*missing column 'alpha_frac'"):
         _build(wrong.parent, tmp_path / "never")
 
+    # Read back through the corpus's own reader: every row of each split, in the shards' order, each shard
+    # checked first; a corrupt or missing shard is an error that names it.
+    out = tmp_path / "out"
+    for split in ("train", "val"):
+        want = _rows(out, split)
+        got = read_corpus_rows(out, split, ["repo_name", "path", "content"])
+        assert got == {c: [r[c] for r in want] for c in ("repo_name", "path", "content")} and want
+        assert read_corpus(out, split) == [r["content"] for r in want]
+    shard = sorted(corpus_dir(out).glob("train-*.parquet"))[0]
+    shard.write_bytes(shard.read_bytes()[:-1] + bytes([shard.read_bytes()[-1] ^ 1]))
+    with pytest.raises(ValueError, match=rf"^{shard}: corpus shard is corrupt \(sha256 differs from corpus.json\)$"):
+        read_corpus(out, "train")
+    shard.unlink()
+    with pytest.raises(ValueError, match=rf"^{shard}: corpus shard is missing$"):
+        read_corpus_rows(out, "train", ["content"])
+
 
 @pytest.mark.claim("CORPUS-006")
 def test_license_policy(tmp_path: Path) -> None:
@@ -170,3 +188,70 @@ def test_real_corpus_shapes(tmp_path: Path) -> None:
     sides = _sides(tmp_path / "std-out", group)
     assert {g for g, s in sides.items() if len(s) > 1} == set(), "a standard-library package on both sides"
     assert set().union(*sides.values()) == {"train", "val"} and len(sides) == len(STDLIB_PARTS) - 1
+
+
+def _dist(site: Path, name: str, files: dict[str, str], metadata: str, record: bool = True) -> None:
+    """An installed distribution under ``site``: its files, and a dist-info with METADATA and RECORD (or a
+    bare list of files)."""
+    info = site / f"{name.replace('-', '_')}-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n{metadata}\n")
+    rows = []
+    for rel, text in files.items():
+        path = site / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        rows.append(f"{rel},sha256=x,{len(text.encode())}")
+    if record:
+        # A script installed outside site-packages, a row without a size (read from disk), and the RECORD itself.
+        rows += ["../../bin/tool.py,sha256=x,9", rows.pop().rsplit(",", 1)[0] + ",", f"{info.name}/RECORD,,"]
+        (info / "RECORD").write_text("\n".join(rows) + "\n")
+    else:  # an installer that left only a list of files, without sizes
+        (info / "SOURCES.txt").write_text("\n".join(files) + "\n")
+
+
+@pytest.mark.claim("CORPUS-008")
+def test_the_default_source_is_this_interpreters_permissive_python(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sysconfig
+
+    stdlib = tmp_path / "lib"
+    for rel in ("os.py", "json/decoder.py", "json/__pycache__/decoder.cpython.py", "site-packages/x.py"):
+        (stdlib / rel).parent.mkdir(parents=True, exist_ok=True)
+        (stdlib / rel).write_text(python_source(len(rel)))
+    first, later = tmp_path / "site1", tmp_path / "site2"
+    small, big = python_source(1), python_source(2) * 40
+    _dist(first, "Small-Pkg", {"small_pkg/__init__.py": small, "small_pkg/data.txt": "x"}, "License-Expression: MIT")
+    _dist(first, "big.pkg", {"big_pkg/a.py": big, "big_pkg/b.py": big}, "License: BSD 3-Clause License")
+    _dist(first, "copyleft", {"copyleft/c.py": small}, "License-Expression: GPL-3.0-only")
+    _dist(first, "norecord", {"norecord/n.py": small}, "License-Expression: Apache-2.0", record=False)
+    _dist(later, "small_pkg", {"small_pkg/shadowed.py": small}, "License-Expression: MIT")  # the same name, later
+    paths = sysconfig.get_paths()
+    monkeypatch.setattr(sysconfig, "get_paths", lambda: {**paths, "stdlib": str(stdlib)})
+    monkeypatch.setattr(sys, "path", [str(first), str(later)])
+
+    def offered(cap: int | None) -> list[tuple[str, str, str, int]]:
+        h = harvest(DataConfig(max_source_bytes=cap))
+        return [(f.repo_name, f.path, f.license, f.size) for f in h.files]
+
+    # A folder's own files before its subfolders', each level in name order.
+    stdlib_rows = [(STDLIB_REPO, rel, "psf-2.0", len(python_source(len(rel)))) for rel in ("os.py", "json/decoder.py")]
+    size = len(small.encode())
+    # Distributions smallest first; only .py files inside the site folder; sizes from RECORD or the disk.
+    everything = [
+        *stdlib_rows,
+        ("Small-Pkg", "small_pkg/__init__.py", "mit", size),
+        ("norecord", "norecord/n.py", "apache-2.0", size),
+        ("big.pkg", "big_pkg/a.py", "bsd-3-clause", len(big)),
+        ("big.pkg", "big_pkg/b.py", "bsd-3-clause", len(big)),
+    ]
+    assert offered(None) == everything == offered(None), "the default source changed between two runs"
+    # A distribution that does not fit whole is left out whole (room for one of its files is not enough),
+    # and counted as capped.
+    for room in (0, len(big)):
+        h = harvest(DataConfig(max_source_bytes=sum(r[3] for r in everything[:4]) + room))
+        assert [(f.repo_name, f.path) for f in h.files] == [r[:2] for r in everything[:4]], f"room {room}"
+        assert (h.capped_files, h.capped_bytes) == (2, 2 * len(big)), f"room {room}"
+    assert not h.licenses["gpl-3.0-only"].kept and h.licenses["gpl-3.0-only"].repos == {"copyleft"}
+    assert h.licenses["bsd-3-clause"].kept and h.licenses["bsd-3-clause"].files == 2
