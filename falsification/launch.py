@@ -1,4 +1,5 @@
-"""Starting the trainer in fresh processes for the falsifiers: one plain process, or ranks under torchrun.
+"""Starting the trainer in fresh processes for the falsifiers: one plain process, or ranks under torchrun;
+and what such a process measures of its own memory.
 
 A rank waiting on a collective that another rank never joins waits forever; the time limit turns
 that hang into a failure that says so, and takes every process of the run down with it, the ranks
@@ -38,6 +39,16 @@ def run_on_ranks(script: str, cwd: Path, n: int, *args: str) -> None:
         [*_launcher(n), "--no-python", sys.executable, "-c", script, *args], cwd, dict(os.environ)
     )
     assert returncode == 0, stderr[-3000:]
+
+
+def own_peak_rss() -> int:
+    """Bytes of this process's peak resident memory since it started (its last exec).
+
+    Not ``getrusage``'s ``ru_maxrss``: Linux carries the peak of the process that forked it across the
+    exec, so a child of a large parent reports the parent's memory as its own (ALB-303).
+    """
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
 
 
 def _launcher(ranks: int | None) -> list[str]:

@@ -7,6 +7,8 @@ import json
 import math
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -78,3 +80,13 @@ def test_a_failing_rank_fails_with_its_message(small_data: Path, tmp_path: Path)
             assert code == 0 and max(steps) == MAX_STEPS
         else:
             assert code == -signal.SIGKILL and max(steps) <= 3 < MAX_STEPS
+
+
+@pytest.mark.claim("LAUNCH-003")
+def test_a_fresh_processs_peak_memory_is_its_own() -> None:
+    held = bytearray(b"x") * (256 << 20)  # 256 MiB written, so resident, in this (the parent) process
+    script = "from falsification.launch import own_peak_rss\nprint(own_peak_rss())"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    peak = int(out)
+    assert 0 < peak < len(held) // 2, f"a fresh interpreter reports a peak of {peak / 2**20:.0f} MiB"
+    assert launch.own_peak_rss() >= len(held), "the parent's own peak does not show the memory it holds"

@@ -175,7 +175,7 @@ def test_a_swapped_tokenizer_of_another_vocabulary_is_refused_even_when_rehashed
 # the host's cores do: on a 16-core H200 host the unpinned peak grew 98 MiB between the two splits, on
 # two cores 1 MiB; the thread pools and their arenas grow with the cores and vary with scheduling.
 TRAIN_AND_MEASURE = """
-import resource, sys
+import sys
 from pathlib import Path
 import torch
 torch.set_num_threads(1)
@@ -189,7 +189,8 @@ cfg = build_config({
     "optim": {"lr": 1e-3, "min_lr": 1e-4, "warmup_steps": 1, "max_steps": 10}}, [])
 with Trainer(cfg) as trainer:
     trainer.fit()
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+from falsification.launch import own_peak_rss
+print(own_peak_rss())
 """
 
 
@@ -229,7 +230,7 @@ def test_a_ranks_memory_does_not_hold_the_train_split(built: tuple[Path, DataCon
         env = {**os.environ, "MALLOC_ARENA_MAX": "1"}
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
         assert proc.returncode == 0, proc.stderr[-3000:]
-        peaks[label] = int(proc.stdout.strip().splitlines()[-1]) * 1024
+        peaks[label] = int(proc.stdout.strip().splitlines()[-1])
     grown = peaks["large"] - peaks["small"]
     assert grown <= tolerance("PACK-009") * 320_000 * 256 * 2, f"peak memory grew by {grown / 2**20:.0f} MiB"
 
