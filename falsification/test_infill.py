@@ -94,6 +94,31 @@ def test_prompt_is_psm_and_a_cut_keeps_the_code_by_the_hole(tasks: list[Task], t
         kept_pre, kept_suf = ids[2:middle], ids[middle + 1 : -1]
         assert kept_pre == pre[len(pre) - len(kept_pre) :] and kept_suf == suf[: len(kept_suf)]
         assert kept_suf, "the suffix keeps its first tokens"
+        room = max_seq_len - 16 - 4
+        assert len(kept_suf) == min(len(suf), max(room // 2, room - len(pre))), "the suffix's share of the room"
+    # The edges: a prompt that fits exactly is not cut, one token less of context cuts it.
+    whole = len(pre) + len(suf) + 16 + 4
+    assert infill_prompt(tokenizer, task.prefix, task.suffix, 16, whole) == (
+        fim_prompt(tokenizer, task.prefix, task.suffix, 16, whole),
+        False,
+    )
+    assert infill_prompt(tokenizer, task.prefix, task.suffix, 16, whole - 1)[1]
+    # max_new_tokens lies in [1, max_seq_len - 4): both ends inside are accepted, both outside refused.
+    for n in (1, 35):
+        assert infill_prompt(tokenizer, "a", "b", n, 40)[0][-1] == FIM_MIDDLE
+    for n in (0, 36):
+        with pytest.raises(ValueError, match=rf"^max_new_tokens must lie in \[1, max_seq_len - 4 = 36\), got {n}$"):
+            infill_prompt(tokenizer, "a", "b", n, 40)
+
+
+@pytest.mark.claim("INF-004")
+def test_fills_that_do_not_match_the_tasks_are_refused(tasks: list[Task]) -> None:
+    # One fill short (or one over) would pair every later task with another's fill, or drop a task.
+    some = tasks[:3]
+    for fills in ([t.middle for t in some[:2]], [t.middle for t in some] + ["x"]):
+        for run in (infill.execute, infill.run_fills):
+            with pytest.raises(ValueError, match="zip"):
+                run(some, fills, workers=1, mode=_mode())
 
 
 @pytest.mark.claim("INF-005")
