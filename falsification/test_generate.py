@@ -18,6 +18,7 @@ from albor.eval.humaneval import load_problems
 from albor.generate import (
     CachedDecoder,
     Sampling,
+    check_tokenizer,
     encode,
     fim_prompt,
     generate,
@@ -261,3 +262,53 @@ def test_edges(device: torch.device, tokenizer: Tokenizer) -> None:
     assert out == ids[len(full) :] and len(ids) == cfg.max_seq_len, "the last position of the context"
     with pytest.raises(ValueError, match="empty"):
         list(generate(model, [], 3))
+
+
+@pytest.mark.claim("GEN-010")
+def test_settings_at_their_edges(device: torch.device, tokenizer: Tokenizer) -> None:
+    # Each setting's last value inside its range is taken, its first outside refused by name.
+    for ok in ({"temperature": 0.0}, {"top_k": 1}, {"top_p": 1.0}, {"top_p": 1e-9}):
+        Sampling(**ok)
+    for bad, message in (
+        ({"temperature": -1e-9}, r"^temperature must be >= 0, got -1e-09$"),
+        ({"top_k": 0}, r"^top_k must be >= 1, got 0$"),
+        ({"top_p": 0.0}, r"^top_p must lie in \(0, 1\], got 0.0$"),
+        ({"top_p": 1.0 + 1e-9}, r"^top_p must lie in \(0, 1\], got 1.000000001$"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            Sampling(**bad)
+    # top_k = 1 and a tiny top_p leave only the most likely token, whatever the temperature; top_p = 1 and
+    # top_k = the vocabulary leave every token (the same draws as no filter, seed for seed).
+    logits = torch.tensor([0.1, 2.0, -1.0, 1.9, 0.5])
+    gen = torch.Generator().manual_seed(0)
+    assert {next_token(logits, Sampling(5.0, top_k=1), gen) for _ in range(50)} == {1}
+    assert {next_token(logits, Sampling(5.0, top_p=1e-9), gen) for _ in range(50)} == {1}
+
+    def draws(**kw: object) -> list[int]:
+        g = torch.Generator().manual_seed(3)
+        return [next_token(logits, Sampling(2.0, **kw), g) for _ in range(200)]
+
+    assert draws(top_p=1.0) == draws() == draws(top_k=len(logits))
+    assert len(set(draws())) == len(logits)
+    # The stream samples with every one of its settings: its text is the decoded sampled tokens.
+    model, prompt = _printable_model(tokenizer, device), _ids(5, high=300)
+    for kw in ({"top_k": 3}, {"top_p": 0.5}, {"seed": 11}, {"top_k": 7, "top_p": 0.8, "seed": 5}):
+        settings = {"temperature": 1.0, "seed": 2, **kw}
+        want = tokenizer.decode(list(generate(model, prompt, 10, eos_id=None, **settings)))
+        got = "".join(stream_text(model, tokenizer, prompt, 10, (), Sampling(**settings), eos_id=None))
+        assert got == want, settings
+    with pytest.raises(ValueError, match=r"^stop strings must not be empty$"):
+        list(stream_text(model, tokenizer, prompt, 3, ["x", ""]))
+    # A FIM prompt that fits the context exactly is taken; one token more is refused.
+    ids = fim_prompt(tokenizer, "a = ", "\n", 8, 64)
+    assert fim_prompt(tokenizer, "a = ", "\n", 64 - len(ids), 64) == ids
+    with pytest.raises(ValueError, match="never truncated"):
+        fim_prompt(tokenizer, "a = ", "\n", 65 - len(ids), 64)
+    # A tokenizer as large as the model's vocabulary is its own; one token larger, or special ids moved, is not.
+    size = tokenizer.get_vocab_size()
+    check_tokenizer(tokenizer, CFG.model_copy(update={"vocab_size": size}))
+    with pytest.raises(ValueError, match=rf"^tokenizer has {size} tokens but the model only {size - 1}: not this"):
+        check_tokenizer(tokenizer, CFG.model_copy(update={"vocab_size": size - 1}))
+    moved = Tokenizer.from_str(tokenizer.to_str().replace('"<|fim_prefix|>"', '"<|fim_prefix_moved|>"'))
+    with pytest.raises(ValueError, match=r"^tokenizer's special token ids differ from the fixed ones"):
+        check_tokenizer(moved, CFG.model_copy(update={"vocab_size": size}))
