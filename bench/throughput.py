@@ -108,8 +108,7 @@ def run_albor(
         "static_gb": round(static / 2**30, 2),
         "last_loss": round(losses[-1], 4),
     }
-    # Compiled per block, a trainer lives on in a reference cycle until the collector runs, and the next
-    # stack's peak would carry its weights.
+    # Compiled per block, a trainer only dropped kept its blocks' weights on the GPU into the next stack.
     trainer.close()
     del trainer
     gc.collect()
