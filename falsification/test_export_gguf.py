@@ -21,7 +21,7 @@ from albor.generate import encode, generate, load
 from albor.ops import apply_rope, rope_tables
 from albor.verify.contracts import tolerance
 from albor.verify.numerics import rel_err
-from falsification.exports import PROMPTS, SOURCES, need
+from falsification.exports import PROMPTS, RANDOM, SOURCES, code_tokenizer, need, random_decoder
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -265,3 +265,34 @@ def test_every_preset_shape_exports(preset: str, tmp_path: Path) -> None:
         want = model(torch.tensor([ids]))[0]
     got = _llama_logits(_llama(gg.export_gguf(run, tmp_path / "m.gguf", "q8_0"), logits_all=True), ids)
     assert rel_err(got, want) <= tolerance("GGUF-008", "q8_0")
+
+
+@pytest.mark.claim("GGUF-010")
+def test_each_plain_type_stores_what_its_name_says(tmp_path: Path) -> None:
+    from gguf import GGMLQuantizationType as Q
+    from gguf import GGUFReader, LlamaFileType
+
+    # A feed-forward width of 80: the down projection's rows (80 long) are no whole number of Q8_0 blocks.
+    model = random_decoder(RANDOM.model_copy(update={"d_ff": 80}))
+    shapes = {name: data.shape for name, data in gg.gguf_tensors(model)}
+    assert any(len(sh) == 2 and sh[-1] % 32 for sh in shapes.values()), "no row for the Q8_0 fallback"
+    files = {"f32": LlamaFileType.ALL_F32, "f16": LlamaFileType.MOSTLY_F16, "q8_0": LlamaFileType.MOSTLY_Q8_0}
+    for kind, file_type in files.items():
+        path = tmp_path / f"{kind}.gguf"
+        gg.write_plain(model, code_tokenizer(), path, kind)  # type: ignore[arg-type]
+        reader = GGUFReader(str(path))
+
+        def field(key: str, reader: GGUFReader = reader) -> Any:
+            return reader.fields[key].contents()
+
+        assert field("general.file_type") == int(file_type), kind
+        assert (field("general.name"), field("tokenizer.ggml.add_eos_token")) == (RANDOM.name, False)
+        for t in reader.tensors:
+            sh = shapes[t.name]
+            want = (
+                Q.F32 if len(sh) == 1 or kind == "f32"
+                else Q.Q8_0 if kind == "q8_0" and sh[-1] % 32 == 0
+                else Q.F16
+            )  # fmt: skip
+            assert t.tensor_type == want, f"{kind}: {t.name} {sh} is {t.tensor_type.name}, not {want.name}"
+        assert {t.name for t in reader.tensors} == set(shapes)
