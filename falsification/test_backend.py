@@ -196,3 +196,46 @@ def test_a_llama_cpp_build_with_amx_kernels_is_refused(
         measure_gguf(f16, random_run)
     assert complete.main(["--backend", "llama.cpp", "--checkpoint", str(f16), "x"]) == 2
     assert library in capsys.readouterr().err
+
+
+@pytest.mark.claim("BACKEND-009")
+def test_the_cli_hands_every_flag_on(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    seen: dict[str, object] = {}
+    backend = object()
+
+    def opened(*args: object) -> object:
+        seen["open"] = args
+        return backend
+
+    def completed(*args: object) -> list[str]:
+        seen["completion"] = args
+        return ["done"]
+
+    monkeypatch.setattr(complete, "open_backend", opened)
+    monkeypatch.setattr(complete, "completion", completed)
+    # The defaults: torch, no quantisation, the torch default device, 128 new tokens, greedy, no stop.
+    assert complete.main(["--checkpoint", "run", "x"]) == 0
+    assert seen["open"] == ("torch", Path("run"), "none", None, complete.default_device())
+    assert seen["completion"] == (backend, "x", None, None, 128, [], Sampling())
+    assert capsys.readouterr().out.startswith("done")
+    flags = ["--checkpoint", "m.gguf", "--backend", "llama.cpp", "--quant", "int8", "--threads", "3", "--device", "cpu",
+             "--max-new-tokens", "7", "--temperature", "0.5", "--top-k", "4", "--top-p", "0.75", "--seed", "9",
+             "--stop", "\n\n", "--stop", "def ", "--suffix", "tail"]  # fmt: skip
+    assert complete.main(flags) == 0
+    assert seen["open"] == ("llama.cpp", Path("m.gguf"), "int8", 3, "cpu")
+    assert seen["completion"] == (backend, None, None, "tail", 7, ["\n\n", "def "], Sampling(0.5, 4, 0.75, 9))
+    capsys.readouterr()
+    # Refused by the parser, its usage naming the command: a prompt and a hole, neither, threads below 1,
+    # no checkpoint, and a backend or quantisation it does not offer.
+    for argv, message in (
+        (["--checkpoint", "r", "x", "--prefix", "p"], "give either a prompt or --prefix/--suffix"),
+        (["--checkpoint", "r"], "give either a prompt or --prefix/--suffix"),
+        (["--checkpoint", "r", "--threads", "0", "x"], "--threads must be >= 1, got 0"),
+        (["x"], "the following arguments are required: --checkpoint"),
+        (["--checkpoint", "r", "--backend", "onnx", "x"], "invalid choice: 'onnx'"),
+        (["--checkpoint", "r", "--quant", "int2", "x"], "invalid choice: 'int2'"),
+    ):
+        with pytest.raises(SystemExit) as e:
+            complete.main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.startswith("usage: python -m albor.complete ") and message in err, err
