@@ -12,11 +12,10 @@
 #   bench/gpu_runs.sh OUT run          a short 350M run, killed with SIGKILL at step 150 and resumed
 #   bench/gpu_runs.sh OUT fsdp         FSDP2 on one GPU against the unsharded step, and the async save's pause
 #   bench/gpu_runs.sh OUT sweep OPT LR...  the speedrun's 125M job (no kill) with optimizer OPT at each lr
-#   bench/gpu_runs.sh OUT generated C...   the CPU tier's generated-mutant runs of contracts C on the host's cores
 # The corpus is this machine's stdlib + installed distributions, capped at 100 MB of source.
 set -euo pipefail
-OUT=${1:?usage: gpu_runs.sh OUT battery|verify|bench|memory|partition|run|fsdp|sweep|generated}
-PART=${2:?usage: gpu_runs.sh OUT battery|verify|bench|memory|partition|run|fsdp|sweep|generated}
+OUT=${1:?usage: gpu_runs.sh OUT battery|verify|bench|memory|partition|run|fsdp|sweep}
+PART=${2:?usage: gpu_runs.sh OUT battery|verify|bench|memory|partition|run|fsdp|sweep}
 shift 2
 export PYTHONUNBUFFERED=1
 XDIST=(-n 12 --dist loadfile)
@@ -37,10 +36,6 @@ case $PART in
     # The sandbox's hostile programs are CPU-tier tests; they run in CI, not on a shared GPU host. One test
     # file per pytest-xdist worker: the whole battery takes over ten minutes in one process.
     python -m albor battery --all --out "$OUT" -- --ignore=falsification/test_sandbox.py "${XDIST[@]}" ;;
-  generated)
-    # The GPU is hidden so that the runs are the CPU tier's, as CI and the committed runs are; sandbox's
-    # contract is not run here, as its hostile programs stay off shared GPU hosts.
-    CUDA_VISIBLE_DEVICES= python -m albor mutants --generated "$@" --workers "$(nproc)" --out "$OUT/generated" ;;
   verify)
     python -m albor battery --all --out "$OUT" -- --ignore=falsification/test_sandbox.py "${XDIST[@]}" \
       || echo "battery: exit $?"

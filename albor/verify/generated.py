@@ -7,7 +7,8 @@ mutants are bugs nobody chose, so their kill rate measures the battery. For one 
    included): its outcome, its time, and the lines of the runtime it executes;
 2. asks the engine (``albor.verify.engine``) for every mutant of the contract's source files;
 3. runs each mutant against the falsifiers that execute its lines and passed on the clean copy,
-   fastest first, stopping at the first failure. A mutant no falsifier executes survives unrun.
+   fastest first, stopping at the first failure. A mutant no falsifier executes survives unrun; one in
+   a file coverage never saw run (a child process it cannot follow) runs against every such falsifier.
 
 A run may be scoped to some of the contract's files or functions (``--files``, ``--functions``): the
 mutants outside the scope are counted, not run, and the run says so. ``REQUIRED`` names the contracts
@@ -22,7 +23,6 @@ against the falsifier that killed them, to catch a battery that has grown weaker
 
 from __future__ import annotations
 
-import ast
 import datetime as dt
 import hashlib
 import json
@@ -49,6 +49,7 @@ from albor.verify.contracts import load_contracts
 from albor.verify.faults import copy_tree
 from albor.verify.junit import Outcome, outcomes_of
 from albor.verify.layout import COMMITTED_RESULTS, CONTRACTS_DIR, ROOT
+from albor.verify.mutant_selection import Probe, reported_lines, select, statement_lines
 from albor.verify.schema import Contract
 
 if TYPE_CHECKING:
@@ -163,20 +164,6 @@ class Result:
     diff: str | None = None
 
 
-@dataclass
-class Probe:
-    """The contract's falsifiers on the clean copy: outcome per case, seconds and lines run per falsifier."""
-
-    outcomes: dict[str, Outcome]
-    seconds: dict[str, float]
-    covered: dict[str, dict[str, set[int]]]
-
-    def usable(self, falsifier: str) -> bool:
-        """Ran on this machine and passed: only such a falsifier can kill a mutant."""
-        cases = [o for n, o in self.outcomes.items() if n == falsifier or n.startswith(falsifier + "[")]
-        return "passed" in cases and "failed" not in cases
-
-
 class Workers:
     """``n`` mutant workers, each with its own copy of the tree; ``run`` sends a job to a free one."""
 
@@ -261,34 +248,6 @@ def probe(contract: Contract, pool: Workers) -> Probe:
     return Probe(outcomes, seconds, covered)
 
 
-def statement_lines(source: str) -> list[tuple[int, int, set[int]]]:
-    """(first line, last line, lines coverage reports it on) of every statement."""
-    out = []
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.stmt):
-            lines = {node.lineno} | {d.lineno for d in getattr(node, "decorator_list", [])}
-            out.append((node.lineno, node.end_lineno or node.lineno, lines))
-    return out
-
-
-def _reported(statements: list[tuple[int, int, set[int]]], line: int, end: int) -> set[int]:
-    """The lines coverage reports for a mutant of lines [line, end]: the innermost statement around it,
-    and every statement inside it."""
-    around = [s for s in statements if s[0] <= line and end <= s[1]]
-    inner = min(around, key=lambda s: s[1] - s[0], default=None)
-    lines = set(inner[2]) if inner else set()
-    for first, last, reported in statements:
-        if line <= first and last <= end:
-            lines |= reported
-    return lines
-
-
-def select(m: Mutation, lines: set[int], p: Probe, tests: list[str]) -> list[str]:
-    """The usable falsifiers that execute the mutant's lines, fastest first."""
-    hit = [t for t in tests if p.usable(t) and p.covered.get(t, {}).get(m.file, set()) & lines]
-    return sorted(hit, key=lambda t: (p.seconds[t], t))
-
-
 def verdict(r: Result, reply: dict[str, Any]) -> Result:
     """Set ``r``'s status from a worker's reply for a mutant run."""
     r.seconds = reply["seconds"]
@@ -354,7 +313,7 @@ def run_contract(
             if not scope.admits(m.file, m.function):
                 continue
             r = Result(m.id, m.file, m.line, m.function, m.operator)
-            r.tests = select(m, _reported(statements, m.line, m.end_line), p, tests)
+            r.tests = select(m, reported_lines(statements, m.line, m.end_line), p, tests)
             jobs.append((r, m))
 
     def one(job: tuple[Result, Mutation]) -> Result:

@@ -1,0 +1,91 @@
+"""Falsifiers for the ``mutant_selection`` contract (contracts/mutant_selection.yaml): which falsifiers a
+generated mutant runs against.
+
+coverage.py is the independent reference for the lines: what it reports as run when the module runs is
+what a mutant's lines must be matched against.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import coverage
+import pytest
+
+from albor.verify import engine
+from albor.verify.mutant_selection import Probe, reported_lines, select, statement_lines
+
+SOURCE = '''"""A module whose statements span several lines."""
+
+import functools
+
+
+@functools.cache
+def f(x: int) -> int:
+    y = (
+        x
+        + 1
+    )
+    if y > 2:
+        return [
+            y * 2
+            for _ in range(1)
+        ][0]
+    return 0
+'''
+# The line coverage reports for the innermost statement around each line a mutant can start on.
+INNERMOST = {8: 8, 9: 8, 10: 8, 12: 12, 13: 13, 14: 13, 15: 13, 16: 13, 17: 17}
+
+
+@pytest.mark.claim("MUTANT_SELECTION-001")
+def test_a_mutant_is_matched_to_the_lines_coverage_reports_for_it(tmp_path: Path) -> None:
+    path = tmp_path / "spans.py"
+    path.write_text(SOURCE)
+    cov = coverage.Coverage(data_file=None, include=[str(path)])
+    cov.start()
+    try:
+        spec = importlib.util.spec_from_file_location("spans", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        assert module.f(5) == 12
+    finally:
+        cov.stop()
+        sys.modules.pop("spans", None)
+    _, statements, _, missing, _ = cov.analysis2(str(path))
+    run = set(statements) - set(missing)
+    assert set(missing) == {17}, "only `return 0` is left unrun"
+    stmts = statement_lines(SOURCE)
+    # Every line coverage can report is some statement's (a docstring is a statement coverage does not count).
+    assert set(statements) <= set().union(*(r for _, _, r in stmts))
+    mutants = engine.mutations("spans.py", SOURCE)
+    assert len(mutants) >= 5
+    for m in mutants:
+        lines = reported_lines(stmts, m.line, m.end_line)
+        assert lines == {INNERMOST[m.line]}, (m.line, m.end_line, m.operator, lines)
+        # `return 0` (line 17) is the one statement f(5) does not reach: a mutant there must not look run.
+        assert bool(lines & run) == (m.line != 17), (m.line, m.operator, lines)
+
+
+@pytest.mark.claim("MUTANT_SELECTION-002")
+def test_a_mutant_runs_the_usable_falsifiers_of_its_lines_or_all_where_coverage_saw_none_of_its_file() -> None:
+    tests = [f"falsification/test_x.py::test_{n}" for n in ("slow", "fast", "skipped", "failed")]
+    probe = Probe(
+        {tests[0]: "passed", tests[1]: "passed", tests[2]: "skipped", f"{tests[3]}[a]": "passed",
+         f"{tests[3]}[b]": "failed"},
+        {tests[0]: 9.0, tests[1]: 1.0, tests[2]: 0.5, tests[3]: 0.1},
+        {tests[0]: {"a.py": {3, 4}}, tests[1]: {"a.py": {4}}, tests[2]: {"a.py": {3}}, tests[3]: {"a.py": {3, 4}}},
+    )  # fmt: skip
+
+    def mutant(file: str) -> engine.Mutation:
+        return engine.Mutation("id", file, 3, 3, "f", "op", "", "")
+
+    # Only falsifiers that passed on the clean copy and ran one of the lines, fastest first.
+    assert select(mutant("a.py"), {3}, probe, tests) == [tests[0]]
+    assert select(mutant("a.py"), {4}, probe, tests) == [tests[1], tests[0]]
+    assert select(mutant("a.py"), {3, 4}, probe, tests) == [tests[1], tests[0]]
+    assert select(mutant("a.py"), {7}, probe, tests) == []
+    # No line of b.py ran in any measured process (ALB-304): every usable falsifier, fastest first.
+    assert select(mutant("b.py"), {3}, probe, tests) == [tests[1], tests[0]]
