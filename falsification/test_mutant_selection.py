@@ -67,25 +67,38 @@ def test_a_mutant_is_matched_to_the_lines_coverage_reports_for_it(tmp_path: Path
         assert lines == {INNERMOST[m.line]}, (m.line, m.end_line, m.operator, lines)
         # `return 0` (line 17) is the one statement f(5) does not reach: a mutant there must not look run.
         assert bool(lines & run) == (m.line != 17), (m.line, m.operator, lines)
+    # A span is matched to its innermost enclosing statement and every statement inside it, ends included
+    # (a decorated definition is reported on its decorator's line and its own).
+    assert reported_lines(stmts, 12, 16) == {12, 13}
+    assert reported_lines(stmts, 12, 17) == {6, 7, 12, 13, 17}
+    assert reported_lines(stmts, 13, 16) == {13}
+    assert reported_lines(stmts, 2, 2) == set(), "no statement spans line 2"
 
 
 @pytest.mark.claim("MUTANT_SELECTION-002")
 def test_a_mutant_runs_the_usable_falsifiers_of_its_lines_or_all_where_coverage_saw_none_of_its_file() -> None:
-    tests = [f"falsification/test_x.py::test_{n}" for n in ("slow", "fast", "skipped", "failed")]
-    probe = Probe(
-        {tests[0]: "passed", tests[1]: "passed", tests[2]: "skipped", f"{tests[3]}[a]": "passed",
-         f"{tests[3]}[b]": "failed"},
-        {tests[0]: 9.0, tests[1]: 1.0, tests[2]: 0.5, tests[3]: 0.1},
-        {tests[0]: {"a.py": {3, 4}}, tests[1]: {"a.py": {4}}, tests[2]: {"a.py": {3}}, tests[3]: {"a.py": {3, 4}}},
-    )  # fmt: skip
+    # Names whose alphabetical order is not their order by time, so that the order shows what sorted it.
+    slow, fast, skipped, half, param, elsewhere, unmeasured, tie = (
+        f"falsification/test_x.py::test_{n}"
+        for n in ("a_slow", "b_fast", "c_skipped", "d_half", "e_param", "f_elsewhere", "g_unmeasured", "h_tie")
+    )
+    tests = [slow, fast, skipped, half, param, elsewhere, unmeasured, tie]
+    outcomes = {slow: "passed", fast: "passed", skipped: "skipped", f"{half}[a]": "passed", f"{half}[b]": "failed",
+                f"{param}[a]": "passed", f"{param}[b]": "passed", elsewhere: "passed", unmeasured: "passed",
+                tie: "passed"}  # fmt: skip
+    seconds = {slow: 9.0, fast: 1.0, skipped: 0.5, half: 0.1, param: 5.0, elsewhere: 0.2, unmeasured: 0.3, tie: 1.0}
+    covered = {slow: {"a.py": {3, 4}}, fast: {"a.py": {4}}, skipped: {"a.py": {3}}, half: {"a.py": {3, 4}},
+               param: {"a.py": {3}}, elsewhere: {"c.py": {3, 4}}, tie: {"a.py": {4}}}  # fmt: skip
+    probe = Probe(outcomes, seconds, covered)  # type: ignore[arg-type]
 
     def mutant(file: str) -> engine.Mutation:
         return engine.Mutation("id", file, 3, 3, "f", "op", "", "")
 
-    # Only falsifiers that passed on the clean copy and ran one of the lines, fastest first.
-    assert select(mutant("a.py"), {3}, probe, tests) == [tests[0]]
-    assert select(mutant("a.py"), {4}, probe, tests) == [tests[1], tests[0]]
-    assert select(mutant("a.py"), {3, 4}, probe, tests) == [tests[1], tests[0]]
+    # Only falsifiers that passed on the clean copy, every case of a parametrised one, and ran one of the
+    # lines; fastest first, ties by name. One measured in other files only, or not at all, never ran them.
+    assert select(mutant("a.py"), {3}, probe, tests) == [param, slow]
+    assert select(mutant("a.py"), {4}, probe, tests) == [fast, tie, slow]
+    assert select(mutant("a.py"), {3, 4}, probe, tests) == [fast, tie, param, slow]
     assert select(mutant("a.py"), {7}, probe, tests) == []
     # No line of b.py ran in any measured process (ALB-304): every usable falsifier, fastest first.
-    assert select(mutant("b.py"), {3}, probe, tests) == [tests[1], tests[0]]
+    assert select(mutant("b.py"), {3}, probe, tests) == [elsewhere, unmeasured, fast, tie, param, slow]
