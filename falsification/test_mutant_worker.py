@@ -143,3 +143,27 @@ def test_a_coverage_job_measures_the_sources_it_names(tmp_path: Path) -> None:
     reply = job_in_fresh_interpreter(tree, job, tmp_path / "work")
     assert reply["code"] == 0, reply["tail"]
     assert reply["covered"] == {"tools/helper.py": [1, 2, 5, 6]}, reply["covered"]
+
+
+@pytest.mark.claim("MUTANT_WORKER-004")
+def test_a_coverage_job_keeps_the_lines_of_a_subprocess_ended_by_sigterm(tmp_path: Path) -> None:
+    # A server is stopped with SIGTERM, and uvicorn re-raises it after its shutdown: the process ends by the
+    # signal, past every atexit handler, and what coverage held in memory for it must still be reported.
+    need("coverage")
+    tree = tmp_path / "tree"
+    (tree / "tools").mkdir(parents=True)
+    (tree / "tools" / "__init__.py").write_text("")
+    (tree / "tools" / "helper.py").write_text("def served():\n    return 1\n\n\ndef never():\n    return 0\n")
+    (tree / "test_server.py").write_text(
+        "import signal, subprocess, sys\n\n\n"
+        "def test_a_server_stopped_by_sigterm():\n"
+        "    code = 'import time; from tools import helper; helper.served(); print(1, flush=True); time.sleep(60)'\n"
+        "    proc = subprocess.Popen([sys.executable, '-c', code], stdout=subprocess.PIPE, text=True)\n"
+        "    assert proc.stdout.readline() == '1\\n'\n"
+        "    proc.send_signal(signal.SIGTERM)\n"
+        "    assert proc.wait(timeout=30) == -signal.SIGTERM\n"
+    )
+    job = {"tests": ["test_server.py"], "timeout": 120, "coverage": ["tools/helper.py"]}
+    reply = job_in_fresh_interpreter(tree, job, tmp_path / "work")
+    assert reply["code"] == 0, reply["tail"]
+    assert reply["covered"] == {"tools/helper.py": [1, 2, 5]}, reply["covered"]

@@ -115,10 +115,11 @@ def _drop_pyc(source: Path) -> None:
 
 
 def _coverage_rc(tree: Path, data: Path, sources: list[str]) -> Path:
-    """A coverage config that measures ``sources`` (repository-relative files) only, in every process."""
+    """A coverage config that measures ``sources`` (repository-relative files) only, in every process, also one
+    ended by SIGTERM (a server stopped by its test, which uvicorn ends by re-raising the signal)."""
     rc = tree / ".mutant-coveragerc"
     include = ",".join(str(tree / f) for f in sources)
-    rc.write_text(f"[run]\ndata_file = {data}/cov\nparallel = true\ninclude = {include}\n")
+    rc.write_text(f"[run]\ndata_file = {data}/cov\nparallel = true\nsigterm = true\ninclude = {include}\n")
     return rc
 
 
