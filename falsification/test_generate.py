@@ -21,7 +21,9 @@ from albor.generate import (
     check_tokenizer,
     encode,
     fim_prompt,
+    first_stop,
     generate,
+    load,
     next_token,
     stream_text,
 )
@@ -164,8 +166,9 @@ def test_eos_and_stop_strings(device: torch.device, tokenizer: Tokenizer) -> Non
 @pytest.mark.claim("GEN-006")
 def test_long_prompt_truncated_with_warning(device: torch.device) -> None:
     model, prompt = _model(device=device), _ids(CFG.max_seq_len + 9)
-    with pytest.warns(UserWarning, match="truncated from the left to its last 33"):
+    with pytest.warns(UserWarning, match="truncated from the left to its last 33") as caught:
         out = list(generate(model, prompt, 8, eos_id=None))
+    assert [w.filename for w in caught] == [__file__], "the warning names the line that asked for the completion"
     assert out == list(generate(model, prompt[-33:], 8, eos_id=None))
     with pytest.raises(ValueError, match="max_new_tokens"):
         list(generate(model, prompt, CFG.max_seq_len))
@@ -210,6 +213,12 @@ def test_complete_cli(tmp_path: Path, tokenizer: Tokenizer, capsys) -> None:
     assert capsys.readouterr().out == expected + "\n"
     assert complete.main([*args, "--prefix", "def f(x):\n    return ", "--suffix", "\n"]) == 0
     capsys.readouterr()
+    # Without --device the decoder runs on CUDA where the machine has it, else on the CPU.
+    assert complete.parse_args([*args[:-2], "x"]).device == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert complete.main([*args[:-2], "def fib(n):"]) == 0 and capsys.readouterr().out.endswith("\n")
+    # Special-token text in a prompt stays text for the loaded tokenizer, as in the training data.
+    loaded = load(ckpt, "cpu").tokenizer
+    assert min(loaded.encode("<s></s><|fim_prefix|>").ids) >= 7, "a special id from text in a prompt"
 
     assert complete.main(["--checkpoint", str(tmp_path / "missing"), "x"]) == 2
     assert "missing" in capsys.readouterr().err
@@ -260,7 +269,7 @@ def test_edges(device: torch.device, tokenizer: Tokenizer) -> None:
         for _ in range(3):
             ids.append(int(model(torch.tensor([ids], device=device))[0, -1].argmax()))
     assert out == ids[len(full) :] and len(ids) == cfg.max_seq_len, "the last position of the context"
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(ValueError, match=r"^the prompt is empty$"):
         list(generate(model, [], 3))
 
 
@@ -283,6 +292,8 @@ def test_settings_at_their_edges(device: torch.device, tokenizer: Tokenizer) -> 
     gen = torch.Generator().manual_seed(0)
     assert {next_token(logits, Sampling(5.0, top_k=1), gen) for _ in range(50)} == {1}
     assert {next_token(logits, Sampling(5.0, top_p=1e-9), gen) for _ in range(50)} == {1}
+    # The nucleus is the smallest set that holds top_p: of two equally likely tokens, top_p 0.5 keeps one.
+    assert len({next_token(torch.zeros(2), Sampling(1.0, top_p=0.5), gen) for _ in range(50)}) == 1
 
     def draws(**kw: object) -> list[int]:
         g = torch.Generator().manual_seed(3)
@@ -312,3 +323,72 @@ def test_settings_at_their_edges(device: torch.device, tokenizer: Tokenizer) -> 
     moved = Tokenizer.from_str(tokenizer.to_str().replace('"<|fim_prefix|>"', '"<|fim_prefix_moved|>"'))
     with pytest.raises(ValueError, match=r"^tokenizer's special token ids differ from the fixed ones"):
         check_tokenizer(moved, CFG.model_copy(update={"vocab_size": size}))
+
+
+class _Script:
+    """A backend that emits a fixed token script, one-hot, and records what reaches it: the number of feeds and
+    the positions fed, so that a test sees when each chunk of a stream arrives."""
+
+    def __init__(self, script: list[int], vocab: int, max_seq_len: int) -> None:
+        self.script, self.vocab, self.max_seq_len = script, vocab, max_seq_len
+        self.feeds = 0
+        self.positions = 0
+
+    def session(self) -> _Script:
+        return self
+
+    def feed(self, ids: list[int]) -> torch.Tensor:
+        self.positions += len(ids)
+        assert self.positions <= self.max_seq_len, f"position {self.positions} past the context"
+        logits = torch.zeros(self.vocab)
+        logits[self.script[self.feeds]] = 1.0
+        self.feeds += 1
+        return logits
+
+
+@pytest.mark.claim("GEN-011")
+def test_against_a_scripted_backend(device: torch.device, tokenizer: Tokenizer) -> None:
+    # Each token of the script is one character, so the text a chunk must hold is known token by token.
+    chars = "xXabcd"
+    script = [tokenizer.token_to_id(c) for c in chars]
+    assert None not in script, "the byte-level alphabet holds every ASCII character"
+    vocab, prompt = tokenizer.get_vocab_size(), [7, 8, 9]
+
+    def stream(stop: list[str], eos_id: int | None = None, context: int = 64) -> tuple[list[str], list[int]]:
+        backend = _Script(script, vocab, context)
+        chunks, at = [], []
+        for chunk in stream_text(backend, tokenizer, prompt, len(script), stop, Sampling(), eos_id=eos_id):
+            chunks.append(chunk)
+            at.append(backend.feeds)
+        return chunks, at
+
+    # No stop string can start in this text: each character is emitted as soon as its token is decoded
+    # (a U+FFFD of an unfinished character is the only other thing held back; "X" is not one).
+    assert stream(["qqq"]) == (list(chars), [1, 2, 3, 4, 5, 6])
+    # "a", then "ab", may still become "abc": held, and dropped with it; no chunk is ever empty.
+    assert stream(["abc"]) == (["x", "X"], [1, 2])
+    assert stream(["x"]) == ([], []), "a stop string at index 0 yields no chunk at all"
+    assert stream([], eos_id=script[3]) == (["x", "X", "a"], [1, 2, 3]), "EOS ends the stream before it"
+    # generate feeds the prompt once and each new token but the last: n feeds, when prompt and completion
+    # fill the context exactly, and no warning (the prompt is not cut).
+    backend = _Script(script, vocab, len(prompt) + len(script))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert list(generate(backend, prompt, len(script), eos_id=None)) == script
+    assert backend.feeds == len(script) and backend.positions == len(prompt) + len(script) - 1
+    # The earliest occurrence of the earliest stop string, also when one is in the text twice.
+    assert first_stop("a\n\nb\n\nc", ["\n\n"]) == 1
+    assert first_stop("a\n\nb#c", ["#", "\n\n"]) == 1 and first_stop("abc", ["d"]) is None
+    # top_k 1 and a tiny top_p reach the sampler: at a high temperature they still give the greedy tokens.
+    model = _model(device=device)
+    greedy = list(generate(model, prompt, 12, eos_id=None))
+    assert list(generate(model, prompt, 12, temperature=50.0, top_k=1, seed=0, eos_id=None)) == greedy
+    assert list(generate(model, prompt, 12, temperature=50.0, top_p=1e-9, seed=0, eos_id=None)) == greedy
+    assert list(generate(model, prompt, 12, temperature=50.0, seed=0, eos_id=None)) != greedy
+    # A one-layer decoder has one cache: greedy decoding still equals the argmax of a full forward.
+    one = _model(CFG.model_copy(update={"n_layers": 1}), device=device)
+    ids = list(prompt)
+    with torch.no_grad():
+        for _ in range(4):
+            ids.append(int(one(torch.tensor([ids], device=device))[0, -1].argmax()))
+    assert list(generate(one, prompt, 4, eos_id=None)) == ids[len(prompt) :]

@@ -184,3 +184,47 @@ def test_loopback_and_shutdown(f16: Path, tmp_path: Path) -> None:
             proc.wait()
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2)
+
+
+# /infill's request fields as Albor documents them: (JSON-schema type, default, bounds, description).
+INFILL_FIELDS = {
+    "input_prefix": ("string", "", {}, "the code before the cursor"),
+    "input_suffix": ("string", "", {}, "the code after the cursor"),
+    "prompt": ("string", "", {}, "text that follows input_prefix (the cursor's line so far)"),
+    "n_predict": ("integer", 128, {"minimum": 1}, "tokens to generate at most"),
+    "temperature": ("number", 0.0, {"minimum": 0}, "0 is greedy"),
+    "top_k": ("integer", 40, {"minimum": 0}, None),
+    "top_p": ("number", 0.95, {"exclusiveMinimum": 0, "maximum": 1}, None),
+}
+# The first value outside each bound.
+OUTSIDE = [("n_predict", 0), ("temperature", -0.01), ("top_k", -1), ("top_p", 0.0), ("top_p", 1.0 + 1e-9)]
+
+
+@pytest.mark.claim("SERVE-005")
+def test_the_infill_request_is_the_documented_one(server: tuple[str, subprocess.Popen[str]]) -> None:
+    import httpx
+
+    url, _ = server
+    schema = httpx.get(f"{url}/openapi.json", timeout=30).json()["components"]["schemas"]["InfillRequest"]
+    props = schema["properties"]
+    for name, (kind, default, bounds, description) in INFILL_FIELDS.items():
+        got = props[name]
+        assert (got.get("type"), got.get("default"), got.get("description")) == (kind, default, description), name
+        assert {k: got[k] for k in ("minimum", "exclusiveMinimum", "maximum") if k in got} == bounds, name
+    assert props["seed"].get("default") is None and {t.get("type") for t in props["seed"]["anyOf"]} == {
+        "integer",
+        "null",
+    }
+    assert props["stop"]["type"] == "array" and props["stop"]["items"] == {"type": "string"}
+    assert "required" not in schema, "every field has a default: an editor may send only what it has"
+    # Each bound is enforced, naming its field; a field an editor sends beyond these is ignored.
+    for name, value in OUTSIDE:
+        r = _post(url, "/infill", {"input_prefix": "x = ", name: value})
+        assert r.status_code == 422 and name in r.text, (name, r.text)
+    body = {"input_prefix": "x = ", "input_suffix": "\n", "n_predict": 3, "temperature": 0}
+    plain = _post(url, "/infill", body)
+    extra = _post(
+        url, "/infill", {**body, "input_extra": [{"filename": "a.py", "text": "y = 1\n"}], "cache_prompt": True}
+    )
+    assert plain.status_code == extra.status_code == 200, (plain.text, extra.text)
+    assert extra.json()["content"] == plain.json()["content"]
