@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import itertools
 import json
 import textwrap
@@ -23,7 +24,7 @@ from albor.eval import humaneval, sandbox
 from albor.eval.humaneval import STOP_SEQUENCES, InferenceError, Problem, load_problems
 from albor.eval.passk import mean_pass_at_k, pass_at_k
 from albor.eval.sandbox import MODES, OUTCOMES
-from albor.generate import check_tokenizer, encode, load
+from albor.generate import Sampling, check_tokenizer, encode, load
 from albor.model import Decoder
 from albor.verify.contracts import tolerance
 
@@ -270,3 +271,53 @@ def test_forged_completions_score_zero(mode: str, tmp_path: Path, capsys) -> Non
     results = [json.loads(line) for line in Path(f"{samples}_results.jsonl").read_text().splitlines()]
     assert len(results) == len(FORGERIES) and {r["sandbox"] for r in results} == {mode}
     assert not [r for r in results if r["result"] == "passed"], results
+
+
+@pytest.mark.claim("HE-008")
+def test_samples_are_seeded_per_problem_and_sample_and_read_back_as_written(
+    problems: list[Problem], tokenizer: Tokenizer, tmp_path: Path
+) -> None:
+    model, some, n = _model(), problems[:2], 3
+    sampling = Sampling(1.0, top_k=5, top_p=0.9, seed=7)
+    got = humaneval.generate_completions(model, tokenizer, some, n, sampling, 6)
+    # Sample j of problem i is the completion under seed 7 + i * n + j, with the other settings kept.
+    want = [
+        [humaneval.complete(model, tokenizer, p, 6, Sampling(1.0, 5, 0.9, 7 + i * n + j)) for j in range(n)]
+        for i, p in enumerate(some)
+    ]
+    assert got == want
+    unfiltered = humaneval.generate_completions(model, tokenizer, some, n, Sampling(1.0, seed=7), 6)
+    assert unfiltered != got, "top_k and top_p reach each sample"
+    assert len({c for cs in got for c in cs}) > n, "the samples differ from one another"
+    with pytest.raises(ValueError, match=r"^samples must be >= 1, got 0$"):
+        humaneval.generate_completions(model, tokenizer, some, 0, sampling, 6)
+    with pytest.raises(ValueError, match=r"^greedy decoding gives n identical samples; give a temperature > 0"):
+        humaneval.generate_completions(model, tokenizer, some, 2, Sampling(), 6)
+    with pytest.raises(ValueError, match="shorter"):
+        humaneval.execute(some, [["pass"]], 1, None, _mode())
+    # A samples file reads back as written, gzipped or not, blank lines skipped, other fields ignored.
+    rows = [{"task_id": p.task_id, "completion": c, "extra": 1} for p, cs in zip(some, got, strict=True) for c in cs]
+    text = json.dumps(rows[0]) + "\n\n" + "\n".join(json.dumps(r) for r in rows[1:]) + "\n"
+    plain, packed = tmp_path / "s.jsonl", tmp_path / "s.jsonl.gz"
+    plain.write_text(text)
+    with gzip.open(packed, "wt", encoding="utf-8") as f:
+        f.write(text)
+    expected = [(r["task_id"], r["completion"]) for r in rows]
+    assert humaneval.read_samples(plain) == humaneval.read_samples(packed) == expected
+    # A bad line is refused naming the file and its line number (the blank line 2 counts).
+    for line, message in (
+        ("{not json", "not JSON"),
+        ("[1]", "expected an object with task_id and completion"),
+        ('{"task_id": "HumanEval/0"}', "field 'completion' is missing or not a string"),
+        ('{"task_id": "HumanEval/164", "completion": ""}', r"task_id 'HumanEval/164' is not a HumanEval problem"),
+    ):
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text(json.dumps(rows[0]) + "\n\n" + line + "\n")
+        with pytest.raises(ValueError, match=rf"^{bad}:3: {message}"):
+            humaneval.read_samples(bad)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n\n")
+    with pytest.raises(ValueError, match=rf"^{empty}: holds no samples$"):
+        humaneval.read_samples(empty)
+    with pytest.raises(ValueError, match=rf"^{tmp_path / 'gone.jsonl'}: cannot be read"):
+        humaneval.read_samples(tmp_path / "gone.jsonl")
