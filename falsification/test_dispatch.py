@@ -94,3 +94,44 @@ def test_kernels_keep_the_compiled_graph_whole(device: torch.device) -> None:
     ops = {str(n.target) for g in found.graphs for n in g.graph.nodes if n.op == "call_function"}
     assert {"albor.rmsnorm_forward.default", "albor.rope.default", "albor.swiglu_forward.default"} <= ops, ops
     assert "albor.linear_cross_entropy.default" in ops, ops
+
+
+@pytest.mark.claim("DISPATCH-005")
+def test_each_op_of_the_table_computes_its_formula() -> None:
+    # The table's methods against the formulas written out here, in float64, with arguments that tell
+    # their order apart (defaults of the cross entropy included).
+    import torch.nn.functional as F
+
+    kernels, g = Kernels(), torch.Generator().manual_seed(5)
+
+    def r(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=g, dtype=torch.float64)
+
+    x, w = r(2, 3, 8), 1 + r(8)
+    want = x / (x.pow(2).mean(-1, keepdim=True) + 0.25).sqrt() * w
+    torch.testing.assert_close(kernels.rmsnorm(x, w, 0.25), want)
+    gate, up = r(3, 5), r(3, 5)
+    torch.testing.assert_close(kernels.swiglu(gate, up), gate * torch.sigmoid(gate) * up)
+    q, k = r(1, 4, 2, 6), r(1, 4, 1, 6)
+    cos, sin = rope_tables(torch.arange(4), 6, dtype=torch.float64)
+
+    def rotated(t: torch.Tensor) -> torch.Tensor:
+        c, s = cos[None, :, None, :], sin[None, :, None, :]
+        a, b = t[..., :3], t[..., 3:]
+        return torch.cat([a * c - b * s, a * s + b * c], dim=-1)
+
+    got_q, got_k = kernels.apply_rope(q, k, cos, sin)
+    torch.testing.assert_close((got_q, got_k), (rotated(q), rotated(k)))
+    q, k, v = r(1, 2, 5, 4), r(1, 1, 5, 4), r(1, 1, 5, 4)
+    scores = q @ k.transpose(-1, -2) / 2.0 + torch.full((5, 5), float("-inf"), dtype=torch.float64).triu(1)
+    torch.testing.assert_close(kernels.attention(q, k, v), scores.softmax(-1) @ v)
+    hidden, weight, targets = r(6, 4), r(9, 4), torch.tensor([1, 8, -100, 3, 7, 0])
+    logits = hidden @ weight.T
+    torch.testing.assert_close(
+        kernels.linear_cross_entropy(hidden, weight, targets), F.cross_entropy(logits, targets, ignore_index=-100)
+    )
+    sevens = torch.tensor([1, 8, 7, 3, 7, 0])
+    torch.testing.assert_close(
+        kernels.linear_cross_entropy(hidden, weight, sevens, 7, "sum"),
+        F.cross_entropy(logits, sevens, ignore_index=7, reduction="sum"),
+    )
