@@ -122,48 +122,51 @@ def test_a_job_leaves_no_process_behind(tmp_path: Path, ends: str) -> None:
     assert not Path(f"/proc/{pid}").exists(), f"the job's process {pid} outlived it"
 
 
-@pytest.mark.claim("MUTANT_WORKER-003")
-def test_a_coverage_job_measures_the_sources_it_names(tmp_path: Path) -> None:
-    # A contract's sources need not live under albor/ (the falsifiers' launcher does not): the lines
-    # each test ran are measured in the files the job names, wherever they are, and in no other file.
+def _covered_by(tmp_path: Path, files: dict[str, str], test: str) -> dict:
+    """A coverage job over ``tools/helper.py`` in a tree of ``files`` (a ``tools`` package and the test
+    file ``test``): the worker's reply, after checking that the test passed."""
     need("coverage")  # it comes with the mutation engine, in the test extra
     tree = tmp_path / "tree"
     (tree / "tools").mkdir(parents=True)
     (tree / "tools" / "__init__.py").write_text("")
-    (tree / "tools" / "helper.py").write_text("def double(x):\n    return 2 * x\n\n\ndef unused():\n    return 0\n")
-    (tree / "tools" / "other.py").write_text("VALUE = 1\n")
-    (tree / "test_helper.py").write_text(
-        "import subprocess, sys\n\nfrom tools import helper, other\n\n\n"
+    for name, text in files.items():
+        (tree / name).write_text(text)
+    job = {"tests": [test], "timeout": 120, "coverage": ["tools/helper.py"]}
+    reply = job_in_fresh_interpreter(tree, job, tmp_path / "work")
+    assert reply["code"] == 0, reply["tail"]
+    return reply["covered"]
+
+
+@pytest.mark.claim("MUTANT_WORKER-003")
+def test_a_coverage_job_measures_the_sources_it_names(tmp_path: Path) -> None:
+    # A contract's sources need not live under albor/ (the falsifiers' launcher does not): the lines
+    # each test ran are measured in the files the job names, wherever they are, and in no other file.
+    files = {
+        "tools/helper.py": "def double(x):\n    return 2 * x\n\n\ndef unused():\n    return 0\n",
+        "tools/other.py": "VALUE = 1\n",
+        "test_helper.py": "import subprocess, sys\n\nfrom tools import helper, other\n\n\n"
         "def test_double():\n    assert helper.double(2) == 4 and other.VALUE == 1\n\n\n"
         "def test_in_a_subprocess():\n"
         "    code = 'from tools import helper; assert helper.unused() == 0'\n"
-        "    subprocess.run([sys.executable, '-c', code], check=True)\n"
-    )
-    job = {"tests": ["test_helper.py"], "timeout": 120, "coverage": ["tools/helper.py"]}
-    reply = job_in_fresh_interpreter(tree, job, tmp_path / "work")
-    assert reply["code"] == 0, reply["tail"]
-    assert reply["covered"] == {"tools/helper.py": [1, 2, 5, 6]}, reply["covered"]
+        "    subprocess.run([sys.executable, '-c', code], check=True)\n",
+    }
+    covered = _covered_by(tmp_path, files, "test_helper.py")
+    assert covered == {"tools/helper.py": [1, 2, 5, 6]}, covered
 
 
 @pytest.mark.claim("MUTANT_WORKER-004")
 def test_a_coverage_job_keeps_the_lines_of_a_subprocess_ended_by_sigterm(tmp_path: Path) -> None:
     # A server is stopped with SIGTERM, and uvicorn re-raises it after its shutdown: the process ends by the
     # signal, past every atexit handler, and what coverage held in memory for it must still be reported.
-    need("coverage")
-    tree = tmp_path / "tree"
-    (tree / "tools").mkdir(parents=True)
-    (tree / "tools" / "__init__.py").write_text("")
-    (tree / "tools" / "helper.py").write_text("def served():\n    return 1\n\n\ndef never():\n    return 0\n")
-    (tree / "test_server.py").write_text(
-        "import signal, subprocess, sys\n\n\n"
+    files = {
+        "tools/helper.py": "def served():\n    return 1\n\n\ndef never():\n    return 0\n",
+        "test_server.py": "import signal, subprocess, sys\n\n\n"
         "def test_a_server_stopped_by_sigterm():\n"
         "    code = 'import time; from tools import helper; helper.served(); print(1, flush=True); time.sleep(60)'\n"
         "    proc = subprocess.Popen([sys.executable, '-c', code], stdout=subprocess.PIPE, text=True)\n"
         "    assert proc.stdout.readline() == '1\\n'\n"
         "    proc.send_signal(signal.SIGTERM)\n"
-        "    assert proc.wait(timeout=30) == -signal.SIGTERM\n"
-    )
-    job = {"tests": ["test_server.py"], "timeout": 120, "coverage": ["tools/helper.py"]}
-    reply = job_in_fresh_interpreter(tree, job, tmp_path / "work")
-    assert reply["code"] == 0, reply["tail"]
-    assert reply["covered"] == {"tools/helper.py": [1, 2, 5]}, reply["covered"]
+        "    assert proc.wait(timeout=30) == -signal.SIGTERM\n",
+    }
+    covered = _covered_by(tmp_path, files, "test_server.py")
+    assert covered == {"tools/helper.py": [1, 2, 5]}, covered
