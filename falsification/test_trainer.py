@@ -267,6 +267,90 @@ def test_a_ranks_preflight_battery_is_not_part_of_its_job(tmp_path: Path, monkey
     assert record["status"] == "passed" and record["failed_tests"] == [], record
 
 
+# A pytest run that sees only albor's core dependencies: a module that only a distribution outside them
+# provides cannot be found (the finders answer as if it were not installed), as on `pip install albor`.
+ONLY_THE_CORE = """
+import json, sys
+blocked = frozenset(json.loads(sys.argv.pop(1)))
+
+
+class CoreOnly:
+    def __init__(self, finder):
+        self.finder = finder
+
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in blocked:
+            return None
+        return self.finder.find_spec(name, path, target)
+
+    def invalidate_caches(self):
+        getattr(self.finder, "invalidate_caches", lambda: None)()
+
+
+sys.meta_path[:] = [CoreOnly(f) for f in sys.meta_path]
+import pytest
+
+sys.exit(pytest.main(sys.argv[1:]))
+"""
+
+
+def _core_distributions() -> set[str]:
+    """albor and every distribution its core dependencies reach, extras left out, markers evaluated here."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    core: set[str] = set()
+    todo: list[tuple[str, frozenset[str]]] = [("albor", frozenset())]
+    while todo:
+        name, extras = todo.pop()
+        try:
+            dist = distribution(name)
+        except PackageNotFoundError:
+            continue  # a dependency this platform does not install
+        key = canonicalize_name(name)
+        if key in core and not extras:
+            continue
+        core.add(key)
+        for line in dist.requires or []:
+            req = Requirement(line)
+            if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in ("", *extras)):
+                todo.append((req.name, frozenset(req.extras)))
+    return core
+
+
+@pytest.mark.claim("TRAIN-031")
+@pytest.mark.slow  # the preflight runs pytest in a subprocess
+def test_the_preflight_battery_collects_on_the_core_dependencies_alone(
+    tmp_path: Path, monkeypatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from importlib.metadata import entry_points, packages_distributions
+
+    from packaging.utils import canonicalize_name
+
+    core = _core_distributions()
+    assert {"torch", "pytest", "hypothesis"} <= core, core
+    blocked = {
+        module
+        for module, dists in packages_distributions().items()
+        if module not in sys.stdlib_module_names and not any(canonicalize_name(d) in core for d in dists)
+    }
+    # pytest loads the plugins of the core's distributions only, as it would where nothing else is installed.
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    plugins = [a for ep in entry_points(group="pytest11") if canonicalize_name(ep.dist.name) in core
+               for a in ("-p", ep.value)]  # fmt: skip
+    real = preflight.battery_command
+    launcher = [sys.executable, "-c", ONLY_THE_CORE, json.dumps(sorted(blocked)), *plugins]
+    monkeypatch.setattr(preflight, "battery_command", lambda xml: [*launcher, *real(xml)[3:], "--collect-only"])
+    record = preflight.run_preflight(tmp_path / "run", enabled=True)
+    assert record["status"] == "passed", record
+    # What pytest printed last: "<n>/<m> tests collected (<k> deselected) ...": the fast tier was collected.
+    summary = capsys.readouterr().out.strip().splitlines()[-1]
+    collected = int(summary.split()[1].split("/")[0])
+    assert collected >= 100, summary
+
+
 @pytest.mark.claim("TRAIN-007")
 @pytest.mark.slow
 def test_two_ranks_equal_one_rank_accumulating(small_data: Path, tmp_path: Path) -> None:

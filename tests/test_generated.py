@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from albor.verify import engine, generated
-from albor.verify.check import Report, _check_declared
+from albor.verify.check import Report, _check_declared, _preflight_battery
 from albor.verify.contracts import load_contracts
+from albor.verify.gaps import load_gap
+from albor.verify.layout import GAPS_DIR
 from albor.verify.report import build_report, grade
 from albor.verify.schema import Declared
 
@@ -93,6 +95,15 @@ def test_declared_value_checked_against_its_single_source() -> None:
     missing = Declared(value=1, source="albor.config:ModelConfig.no_such_field", meaning="x")
     _check_declared(report, Path("contracts/rope.yaml"), "gone", missing)
     assert len(report.problems) == 2 and "10000.0" in report.problems[0] and "cannot resolve" in report.problems[1]
+
+
+def test_only_a_trainer_gaps_fault_may_change_a_battery_module_and_never_its_own_falsifiers() -> None:
+    trainer = load_gap(GAPS_DIR / "ALB-306.yaml")
+    allowed = _preflight_battery(trainer)
+    assert "falsification/test_mutant_selection.py" in allowed and "falsification/test_rope.py" in allowed
+    assert "falsification/test_trainer.py" not in allowed, "the module of the gap's own falsifier"
+    assert not any(f.startswith("falsification/") and "/test_" not in f for f in allowed), "helpers stay out"
+    assert _preflight_battery(load_gap(GAPS_DIR / "ALB-305.yaml")) == set()
 
 
 def test_report_score_is_the_lowest_rate_generated_included(tmp_path: Path) -> None:
