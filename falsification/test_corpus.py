@@ -227,8 +227,10 @@ def test_the_default_source_is_this_interpreters_permissive_python(
     _dist(first, "copyleft", {"copyleft/c.py": small}, "License-Expression: GPL-3.0-only")
     _dist(first, "norecord", {"norecord/n.py": small}, "License-Expression: Apache-2.0", record=False)
     _dist(later, "small_pkg", {"small_pkg/shadowed.py": small}, "License-Expression: MIT")  # the same name, later
-    paths = sysconfig.get_paths()
-    monkeypatch.setattr(sysconfig, "get_paths", lambda: {**paths, "stdlib": str(stdlib)})
+    # Every call but the stdlib's path is the real one: coverage, which measures the generated-mutant runs,
+    # asks for other schemes (ALB-307).
+    real = sysconfig.get_paths
+    monkeypatch.setattr(sysconfig, "get_paths", lambda *a, **k: {**real(*a, **k), "stdlib": str(stdlib)})
     monkeypatch.setattr(sys, "path", [str(first), str(later)])
 
     def offered(cap: int | None) -> list[tuple[str, str, str, int]]:

@@ -125,16 +125,21 @@ def test_a_job_leaves_no_process_behind(tmp_path: Path, ends: str) -> None:
 def _covered_by(tmp_path: Path, files: dict[str, str], test: str) -> dict:
     """A coverage job over ``tools/helper.py`` in a tree of ``files`` (a ``tools`` package and the test
     file ``test``): the worker's reply, after checking that the test passed."""
+    reply = _coverage_job(tmp_path, files, test)
+    assert reply["code"] == 0, reply["tail"]
+    return reply["covered"]
+
+
+def _coverage_job(tmp_path: Path, files: dict[str, str], test: str) -> dict:
+    """The worker's reply to a coverage job over ``tools/helper.py`` in a tree of ``files``."""
     need("coverage")  # it comes with the mutation engine, in the test extra
     tree = tmp_path / "tree"
-    (tree / "tools").mkdir(parents=True)
+    (tree / "tools").mkdir(parents=True, exist_ok=True)
     (tree / "tools" / "__init__.py").write_text("")
     for name, text in files.items():
         (tree / name).write_text(text)
     job = {"tests": [test], "timeout": 120, "coverage": ["tools/helper.py"]}
-    reply = job_in_fresh_interpreter(tree, job, tmp_path / "work")
-    assert reply["code"] == 0, reply["tail"]
-    return reply["covered"]
+    return job_in_fresh_interpreter(tree, job, tmp_path / "work")
 
 
 @pytest.mark.claim("MUTANT_WORKER-003")
@@ -170,3 +175,28 @@ def test_a_coverage_job_keeps_the_lines_of_a_subprocess_ended_by_sigterm(tmp_pat
     }
     covered = _covered_by(tmp_path, files, "test_server.py")
     assert covered == {"tools/helper.py": [1, 2, 5]}, covered
+
+
+@pytest.mark.claim("MUTANT_WORKER-005")
+def test_a_job_whose_pytest_session_broke_replies_without_a_report(tmp_path: Path) -> None:
+    # A test that replaces sysconfig.get_paths with a function of no arguments breaks coverage's tracer, which
+    # asks it for a scheme when sys.path changes: pytest opens its JUnit file and dies writing it (CORPUS-008's
+    # falsifier did this, and the corpus run stopped on the half-written file).
+    files = {
+        "tools/helper.py": "def one():\n    return 1\n",
+        "test_breaks.py": "import sys, sysconfig\n\nfrom tools import helper\n\n\n"
+        "def test_breaks_coverage(monkeypatch):\n"
+        "    paths = sysconfig.get_paths()\n"
+        "    monkeypatch.setattr(sysconfig, 'get_paths', lambda: paths)\n"
+        "    monkeypatch.setattr(sys, 'path', [*sys.path, '/nonexistent'])\n"
+        "    import json.tool  # first imported now, so coverage decides whether to trace it\n"
+        "    assert helper.one() == 1\n",
+    }
+    reply = _coverage_job(tmp_path, files, "test_breaks.py")
+    assert (tmp_path / "work" / "junit.xml").is_file(), "the job did break pytest's report (else this tries nothing)"
+    assert reply["code"] != 0 and reply["junit"] is None, reply
+    assert reply["unreadable"].startswith("pytest's JUnit report is unreadable"), reply["unreadable"]
+    # A job whose report is whole replies with it and no complaint.
+    fine_test = "from tools import helper\n\n\ndef test_one():\n    assert helper.one() == 1\n"
+    fine = _coverage_job(tmp_path, {**files, "test_fine.py": fine_test}, "test_fine.py")
+    assert fine["code"] == 0 and fine["unreadable"] is None and "test_one" in fine["junit"], fine

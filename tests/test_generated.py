@@ -106,6 +106,21 @@ def test_only_a_trainer_gaps_fault_may_change_a_battery_module_and_never_its_own
     assert _preflight_battery(load_gap(GAPS_DIR / "ALB-305.yaml")) == set()
 
 
+def test_the_probe_names_a_falsifier_whose_report_is_unreadable() -> None:
+    contract = next(c for c in load_contracts().values() if c.component == "corpus")
+
+    class Pool:
+        procs = (None,)
+
+        def run(self, job: dict) -> dict:
+            return {"code": 1, "junit": None, "unreadable": "pytest's JUnit report is unreadable (no element found)",
+                    "tail": "TypeError: the tracer's", "seconds": 0.1, "covered": {}}  # fmt: skip
+
+    with pytest.raises(RuntimeError, match=r"(?s)falsification/test_corpus\.py::\w+ on the clean copy: pytest's JUnit "
+                       r"report is unreadable .*TypeError: the tracer's"):  # fmt: skip
+        generated.probe(contract, Pool())  # type: ignore[arg-type]
+
+
 def test_report_score_is_the_lowest_rate_generated_included(tmp_path: Path) -> None:
     # Every falsifier passed and every registered fault died: the generated mutants alone set the score.
     cases = [f.split("::") for c in load_contracts().values() for ob in c.obligations for f in ob.falsifiers]

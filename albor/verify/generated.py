@@ -242,6 +242,11 @@ def probe(contract: Contract, pool: Workers) -> Probe:
     covered: dict[str, dict[str, set[int]]] = {}
     with ThreadPoolExecutor(len(pool.procs)) as ex:
         for test, reply in ex.map(one, tests):
+            if reply["unreadable"]:
+                raise RuntimeError(
+                    f"{test} on the clean copy: {reply['unreadable']}, so the run cannot know whether it passed; "
+                    f"the worker's log ends:\n{reply['tail'][-1500:]}"
+                )
             outcomes |= outcomes_of(reply["junit"])
             seconds[test] = reply["seconds"]
             covered[test] = {f: set(lines) for f, lines in (reply["covered"] or {}).items()}

@@ -27,6 +27,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from xml.etree import ElementTree
 
 PRELOAD = (
     "torch",
@@ -166,6 +167,19 @@ def _covered(tree: Path, data: Path) -> dict[str, list[int]]:
     return {f: sorted(v) for f, v in lines.items()}
 
 
+def _report(xml: Path) -> tuple[str | None, str]:
+    """The job's JUnit report, or None and why where pytest wrote none or only a part of one (its session
+    ended in an error, such as a test that broke coverage's tracer, after it opened the file: ALB-307)."""
+    if not xml.is_file():
+        return None, ""
+    text = xml.read_text(errors="replace")
+    try:
+        ElementTree.fromstring(text)
+    except ElementTree.ParseError as e:
+        return None, f"pytest's JUnit report is unreadable ({e}): its session ended in an error"
+    return text, ""
+
+
 def run_job(tree: Path, job: dict, work: Path) -> dict:
     """Fork, run the job in the child, wait (killing it at the timeout), and describe what happened."""
     shutil.rmtree(work, ignore_errors=True)
@@ -207,14 +221,16 @@ def run_job(tree: Path, job: dict, work: Path) -> dict:
             _drop_pyc(path)
         (tree / "sitecustomize.py").unlink(missing_ok=True)
         shutil.rmtree(tree / ".hypothesis", ignore_errors=True)
-    xml = work / "junit.xml"
+    junit, unreadable = _report(work / "junit.xml")
     log = work / "log"
+    tail = log.read_text(errors="replace")[-2000:] if log.is_file() else ""
     return {
         "code": os.waitstatus_to_exitcode(status),
         "timed_out": timed_out,
         "seconds": round(time.monotonic() - start, 3),
-        "junit": xml.read_text() if xml.is_file() else None,
-        "tail": log.read_text(errors="replace")[-2000:] if log.is_file() else "",
+        "junit": junit,
+        "unreadable": unreadable or None,
+        "tail": tail,
         "covered": _covered(tree, work / "coverage") if job.get("coverage") else None,
     }
 
