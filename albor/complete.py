@@ -31,7 +31,7 @@ def parse_args(argv: list[str] | None, prog: str = "python -m albor.complete") -
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     p.add_argument("prompt", nargs="?", help="text to complete (leave out with --prefix/--suffix)")
     p.add_argument("--checkpoint", type=Path, required=True, help="checkpoint or run dir (torch); a GGUF (llama.cpp)")
-    p.add_argument("--backend", choices=get_args(BackendName), default="torch")
+    p.add_argument("--backend", choices=get_args(BackendName), default="torch", help="what runs the model")
     p.add_argument(
         "--quant",
         choices=get_args(Quant),
@@ -41,10 +41,10 @@ def parse_args(argv: list[str] | None, prog: str = "python -m albor.complete") -
     p.add_argument("--threads", type=int, help="CPU threads (default: torch's and llama.cpp's own choice)")
     p.add_argument("--prefix", help="FIM: the code before the hole")
     p.add_argument("--suffix", help="FIM: the code after the hole")
-    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--max-new-tokens", type=int, default=128, help="tokens to generate at most")
     p.add_argument("--temperature", type=float, default=0.0, help="0 is greedy")
-    p.add_argument("--top-k", type=int)
-    p.add_argument("--top-p", type=float)
+    p.add_argument("--top-k", type=int, help="sample from the k likeliest tokens only")
+    p.add_argument("--top-p", type=float, help="sample from the smallest set of tokens this likely")
     p.add_argument("--seed", type=int, help="seed for sampling (default: random)")
     p.add_argument("--stop", action="append", default=[], help="stop before this string (repeatable)")
     p.add_argument("--device", default=default_device(), help="torch backend: where the decoder runs")

@@ -239,3 +239,99 @@ def test_the_cli_hands_every_flag_on(monkeypatch: pytest.MonkeyPatch, capsys: py
             complete.main(argv)
         err = capsys.readouterr().err
         assert e.value.code == 2 and err.startswith("usage: python -m albor.complete ") and message in err, err
+
+
+@pytest.mark.claim("BACKEND-010")
+def test_the_clis_help_documents_every_option(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    import argparse
+
+    made: list[argparse.ArgumentParser] = []
+    parse = argparse.ArgumentParser.parse_args
+
+    def recorded(self: argparse.ArgumentParser, *args: object, **kwargs: object) -> argparse.Namespace:
+        made.append(self)
+        return parse(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", recorded)
+    with pytest.raises(SystemExit) as e:
+        complete.parse_args(["--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and out.startswith("usage: python -m albor.complete [-h] "), out
+    assert "stream a completion to the terminal, from a checkpoint or a GGUF" in " ".join(out.split()), out
+    parser = made[0]
+    bare = [a.dest for a in parser._actions if not (a.help or "").strip()]
+    assert not bare, f"options that --help leaves unexplained: {bare}"
+    # The refusal of a prompt together with a hole (or of neither) says what to give, on its own line.
+    for argv in (["--checkpoint", "r", "x", "--suffix", "s"], ["--checkpoint", "r"]):
+        with pytest.raises(SystemExit):
+            complete.parse_args(argv)
+        last = capsys.readouterr().err.strip().splitlines()[-1]
+        assert last == "python -m albor.complete: error: give either a prompt or --prefix/--suffix", last
+
+
+@pytest.mark.claim("BACKEND-011")
+def test_the_backends_take_the_settings_they_are_given(
+    random_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import warnings
+
+    from albor import backend as backend_module
+    from albor.export.quantize import Int4Linear, Int8Linear
+
+    # --quant int8 and int4 replace the linears by 8-bit twins, and by 4-bit ones in groups of 32; none by neither.
+    for quant, kind in (("int8", Int8Linear), ("int4", Int4Linear), ("none", None)):
+        layers = [m for m in open_backend("torch", random_run, quant).model.modules()
+                  if isinstance(m, (Int8Linear, Int4Linear))]  # fmt: skip
+        assert (bool(layers), {type(m) for m in layers}) == ((True, {kind}) if kind else (False, set())), quant
+        assert kind is not Int4Linear or {m.group_size for m in layers} == {32}
+    with pytest.raises(ValueError, match=r"^--quant int4 runs on the CPU only, not on meta$"):
+        TorchBackend(random_run, "int4", device="meta")
+    # open_backend hands every setting on, with the defaults none, no thread count and the CPU.
+    seen: list[tuple] = []
+    monkeypatch.setattr(backend_module, "TorchBackend", lambda *a: seen.append(("torch", *a)))
+    monkeypatch.setattr(backend_module, "LlamaCppBackend", lambda *a: seen.append(("llama.cpp", *a)))
+    open_backend("torch", Path("r"))
+    open_backend("torch", Path("r"), "int8", 3, "cuda:1")
+    open_backend("llama.cpp", Path("m.gguf"), threads=5)
+    assert seen == [("torch", Path("r"), "none", None, "cpu"), ("torch", Path("r"), "int8", 3, "cuda:1"),
+                    ("llama.cpp", Path("m.gguf"), 5)]  # fmt: skip
+    # completion hands on its sampling, 128 new tokens by default, and an absent side of a hole as empty.
+    calls: dict[str, tuple] = {}
+    monkeypatch.setattr(complete, "fim_prompt", lambda *a: calls.setdefault("fim", a) and [1])
+    monkeypatch.setattr(complete, "encode", lambda *a: [2])
+    monkeypatch.setattr(complete, "stream_text", lambda *a: calls.setdefault("stream", a) and iter(["y"]))
+
+    class Loaded:
+        tokenizer, max_seq_len = "tok", 9
+
+    loaded, sampling = Loaded(), Sampling(0.7, 3, 0.9, 11)
+    complete.completion(loaded, "x", sampling=sampling)  # type: ignore[arg-type]
+    assert calls.pop("stream") == (loaded, "tok", [2], 128, (), sampling)
+    for prefix, suffix, want in ((None, "s", ("", "s")), ("p", None, ("p", ""))):
+        complete.completion(loaded, prefix=prefix, suffix=suffix)  # type: ignore[arg-type]
+        assert calls.pop("fim") == ("tok", *want, 128, 9)
+        assert calls.pop("stream")[3:] == (128, (), None)
+    # main names the command it was called as, and prints a warning as one "warning: ..." line.
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # main sets it; put it back after
+    with pytest.raises(SystemExit):
+        complete.main(["--checkpoint", "r"], prog="albor complete")
+    assert capsys.readouterr().err.startswith("usage: albor complete ")
+
+    def warned(*_a: object) -> list[str]:
+        warnings.warn("the prompt was cut", stacklevel=1)
+        return ["z"]
+
+    monkeypatch.setattr(complete, "open_backend", lambda *a: loaded)
+    monkeypatch.setattr(complete, "completion", warned)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        # Shown as Python shows a warning by default (pytest's own capture is what catch_warnings restores).
+        warnings.showwarning = lambda m, c, f, n, file=None, line=None: sys.stderr.write(
+            warnings.formatwarning(m, c, f, n, line)
+        )
+        assert complete.main(["--checkpoint", "r", "x"]) == 0
+    assert "warning: the prompt was cut\n" in capsys.readouterr().err
+    # Run as a module it exits with main's status.
+    run = subprocess.run([sys.executable, "-m", "albor.complete", "--checkpoint", str(tmp_path / "none"), "x"],
+                         capture_output=True, text=True, check=False)  # fmt: skip
+    assert run.returncode == 2 and run.stderr.startswith("error: "), run.stderr
