@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,77 @@ def test_failing_inference_scores_nothing(tokenizer: Tokenizer, monkeypatch: pyt
     monkeypatch.setattr(model, "hidden", broken)
     with pytest.raises(InferenceError, match="SingleLineInfilling/HumanEval/0/L0: inference failed: RuntimeError"):
         infill.evaluate_infill(model, tokenizer, load_tasks(1), max_new_tokens=8, workers=2, mode=_mode())
+
+
+@pytest.mark.claim("INF-006")
+def test_the_harness_hands_its_settings_on(
+    tasks: list[Task], tokenizer: Tokenizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    from albor.eval.humaneval import check, program
+    from albor.eval.sandbox import Limits, Result
+    from albor.generate import Sampling
+
+    picked = [tasks[0], tasks[-1]]  # two problems
+    runs: list[dict] = []
+    verdicts: list[list[Result]] = []  # what the sandbox answers next, where a test sets it
+
+    def run_many(programs, limits=None, workers=1, mode=None, checks=None):
+        runs.append({"programs": list(programs), "limits": limits, "workers": workers, "mode": mode, "checks": checks})
+        return verdicts.pop(0) if verdicts else [
+            Result("passed", f"ran {i}", mode or "guard") for i in range(len(programs))
+        ]  # fmt: skip
+
+    streams: list[tuple] = []
+
+    def stream_text(model, tokenizer, ids, max_new_tokens, stop, sampling):
+        streams.append((max_new_tokens, stop, sampling))
+        return iter(["a", "b"])
+
+    bars: list[dict] = []
+
+    def tqdm(items, **kwargs):
+        bars.append(kwargs)
+        return items
+
+    monkeypatch.setattr(infill, "run_many", run_many)
+    monkeypatch.setattr(infill, "stream_text", stream_text)
+    monkeypatch.setattr(infill, "tqdm", tqdm)
+    model = SimpleNamespace(cfg=SimpleNamespace(max_seq_len=80))  # a short context: every prompt is cut
+    limits, sampling = Limits(cpu_s=3), Sampling(0.5, 4, 0.9, 2)
+
+    # Defaults: greedy sampling, 64 new tokens, one worker, the sandbox's limits and mode, no progress bar.
+    result = infill.evaluate_infill(model, tokenizer, picked)  # type: ignore[arg-type]
+    assert streams == [(64, ("\n",), Sampling())] * 2 and [b["disable"] for b in bars] == [True]
+    (run,) = runs
+    assert (run["limits"], run["workers"], run["mode"]) == (None, 1, None)
+    problems = [t.problem for t in picked]
+    solutions = [p.canonical_solution for p in problems] + [t.solution("ab") for t in picked]
+    assert run["programs"] == [program(p, s) for p, s in zip(problems * 2, solutions, strict=True)]
+    assert run["checks"] == [check(p) for p in problems * 2]
+    assert result.cut == [t.task_id for t in picked], "both prompts were cut to fit"
+    summary = result.summary()
+    assert summary["n_tasks"] == 2 and summary["prompts_cut"] == 2
+    assert "n_problems" not in summary and "samples_per_problem" not in summary, summary
+    # Given settings reach the model's stream and the sandbox.
+    for seen in (streams, runs, bars):
+        seen.clear()
+    infill.evaluate_infill(model, tokenizer, picked, sampling, 7, 3, limits, True, "guard")  # type: ignore[arg-type]
+    assert streams == [(7, ("\n",), sampling)] * 2 and [b["disable"] for b in bars] == [False]
+    assert (runs[0]["limits"], runs[0]["workers"], runs[0]["mode"]) == (limits, 3, "guard")
+    # Each sample is the task's first (index 0), with its fill and the sandbox's verdict and detail.
+    samples = infill.execute(picked, ["x", "y"], 2, limits, "guard")
+    assert [(s.task_id, s.index, s.completion, s.result, s.detail) for s in samples] == [
+        (picked[0].task_id, 0, "x", "passed", "ran 2"), (picked[1].task_id, 0, "y", "passed", "ran 3")
+    ]  # fmt: skip
+    # A canonical solution that fails stops the run naming its problem.
+    verdicts.append([Result("failed", "boom", "guard"), *[Result("passed", "", "guard")] * 3])
+    failed = re.escape(f"canonical solutions did not pass: [('{picked[0].problem.task_id}', 'failed', 'boom')]")
+    with pytest.raises(sandbox.SandboxError, match=failed):
+        infill.execute(picked, ["x", "y"], 1)
+    # The self-check runs the canonical middles and then empty ones, with the settings it is given.
+    runs.clear()
+    infill.self_check(picked, 2, limits, "guard")
+    assert [(r["limits"], r["workers"], r["mode"]) for r in runs] == [(limits, 2, "guard")] * 2
+    assert runs[1]["programs"] == [program(t.problem, t.solution("")) for t in picked]
