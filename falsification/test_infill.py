@@ -213,6 +213,8 @@ def test_the_harness_hands_its_settings_on(
     assert [(s.task_id, s.index, s.completion, s.result, s.detail) for s in samples] == [
         (picked[0].task_id, 0, "x", "passed", "ran 2"), (picked[1].task_id, 0, "y", "passed", "ran 3")
     ]  # fmt: skip
+    with pytest.raises(ValueError, match="zip"):  # a fill short is refused, never scored as fewer tasks
+        infill.execute(picked, ["x"], 1)
     # A canonical solution that fails stops the run naming its problem.
     verdicts.append([Result("failed", "boom", "guard"), *[Result("passed", "", "guard")] * 3])
     failed = re.escape(f"canonical solutions did not pass: [('{picked[0].problem.task_id}', 'failed', 'boom')]")
