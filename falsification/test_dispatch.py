@@ -268,7 +268,7 @@ def test_a_table_names_what_it_refuses_and_builds_what_it_is_asked(monkeypatch: 
     assert table.backends == {op: "compile" if op == "swiglu" else "reference" for op in OPS}
     compiled, reference = table.get("swiglu"), load("swiglu", "reference")
     assert compiled is not reference and compiled.__wrapped__ is reference, "torch.compile of the reference"
-    with pytest.raises(KernelUnavailable, match=r"op 'rmsnorm': the triton backend is unusable: ValueError: "):
+    with pytest.raises(KernelUnavailable, match=r"op 'rmsnorm': the triton backend is unusable: [A-Za-z]+Error: "):
         Kernels({"rmsnorm": "triton"}, device="meta")
     # A reference that cannot load is a broken install: its own error, never a kernel's fallback.
     monkeypatch.delattr(importlib.import_module("albor.ops.rmsnorm"), "rmsnorm")
