@@ -223,14 +223,13 @@ def run_job(tree: Path, job: dict, work: Path) -> dict:
         shutil.rmtree(tree / ".hypothesis", ignore_errors=True)
     junit, unreadable = _report(work / "junit.xml")
     log = work / "log"
-    tail = log.read_text(errors="replace")[-2000:] if log.is_file() else ""
     return {
         "code": os.waitstatus_to_exitcode(status),
         "timed_out": timed_out,
         "seconds": round(time.monotonic() - start, 3),
         "junit": junit,
         "unreadable": unreadable or None,
-        "tail": tail,
+        "tail": log.read_text(errors="replace")[-2000:] if log.is_file() else "",
         "covered": _covered(tree, work / "coverage") if job.get("coverage") else None,
     }
 
