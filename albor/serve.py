@@ -12,7 +12,7 @@ The server is llama-cpp-python's (FastAPI under uvicorn): ``POST /v1/completions
   suffix prompt with token 0 in place of every sentinel (ALB-212, ALB-213).
 - ``POST /infill``, the llama.cpp server's infill endpoint that editor plugins call:
   ``{"input_prefix", "input_suffix", "prompt", "n_predict", "temperature", "stop", ...}`` gives
-  ``{"content", "tokens_predicted", "tokens_evaluated", "stop"}``.
+  ``{"content", "tokens_predicted", "tokens_evaluated", "stop", "model"}``.
 
 Bad requests get an HTTP error (422 for a malformed body, 400 for a prompt that does not fit the
 context) and the server goes on serving.
@@ -111,8 +111,6 @@ def create_app(model: Path, threads: int | None = None, port: int = 8080) -> Any
     from llama_cpp.server.types import CreateCompletionRequest
     from starlette.concurrency import run_in_threadpool
 
-    if not Path(model).is_file():
-        raise ValueError(f"{model}: no such GGUF file")
     n_threads = threads or -1  # -1: every core (the server's own convention)
     settings = ModelSettings(
         model=str(model), n_ctx=0, n_threads=n_threads, n_threads_batch=n_threads, flash_attn=True, verbose=False
