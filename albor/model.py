@@ -14,6 +14,7 @@ from torch import nn
 from albor.config import ModelConfig
 from albor.ops import Reduction, rope_tables
 from albor.ops.dispatch import Kernels
+from albor.recompute import Recompute, recomputed
 
 
 @dataclass
@@ -45,14 +46,17 @@ class Attention(nn.Module):
 
     def forward(
         self,
-        x: torch.Tensor,
+        qkv: torch.Tensor,
         cos: torch.Tensor,
         sin: torch.Tensor,
         cache: KVCache | None = None,
         layer: int = 0,
     ) -> torch.Tensor:
-        b, t, d = x.shape
-        q, k, v = self.qkv(x).split([self.n_heads * self.hd, self.n_kv * self.hd, self.n_kv * self.hd], -1)
+        """Attention over the ``qkv`` projection of the normed input (the block makes it, so that it can
+        recompute the norm in the backward)."""
+        b, t, _ = qkv.shape
+        d = self.n_heads * self.hd
+        q, k, v = qkv.split([d, self.n_kv * self.hd, self.n_kv * self.hd], -1)
         q, k = self.kernels.apply_rope(q.view(b, t, self.n_heads, self.hd), k.view(b, t, self.n_kv, self.hd), cos, sin)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.view(b, t, self.n_kv, self.hd).transpose(1, 2)
         if cache is not None:
@@ -73,17 +77,21 @@ class FeedForward(nn.Module):
         self.gate_up = nn.Linear(cfg.d_model, 2 * cfg.d_ff, bias=False)
         self.down = nn.Linear(cfg.d_ff, cfg.d_model, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up(x).chunk(2, dim=-1)
+    def forward(self, gate_up: torch.Tensor) -> torch.Tensor:
+        """The down projection of SwiGLU of the ``gate_up`` projection of the normed input (made by the
+        block, so that it can recompute the product in the backward)."""
+        gate, up = gate_up.chunk(2, dim=-1)
         return self.down(self.kernels.swiglu(gate, up))
 
 
 class Block(nn.Module):
-    """One pre-norm decoder block."""
+    """One pre-norm decoder block; with gradients on, the backward recomputes the results named in
+    ``recompute`` (``albor.recompute``) rather than keeping them."""
 
-    def __init__(self, cfg: ModelConfig, kernels: Kernels) -> None:
+    def __init__(self, cfg: ModelConfig, kernels: Kernels, recompute: frozenset[Recompute] = frozenset()) -> None:
         super().__init__()
         self.kernels = kernels
+        self.recompute = recompute
         self.eps = cfg.norm_eps
         self.attn_norm = nn.Parameter(torch.ones(cfg.d_model))
         self.attn = Attention(cfg, kernels)
@@ -98,19 +106,34 @@ class Block(nn.Module):
         cache: KVCache | None = None,
         layer: int = 0,
     ) -> torch.Tensor:
-        x = x + self.attn(self.kernels.rmsnorm(x, self.attn_norm, self.eps), cos, sin, cache, layer)
-        return x + self.ffn(self.kernels.rmsnorm(x, self.ffn_norm, self.eps))
+        grad = torch.is_grad_enabled()
+        norms = grad and "rmsnorm" in self.recompute
+        qkv = recomputed(self._qkv, x) if norms else self._qkv(x)
+        a = self.attn(qkv, cos, sin, cache, layer)
+        # The residual add is recomputed with the norm after it: the region keeps x and the attention's
+        # bf16 output, not their float32 sum.
+        x, gate_up = recomputed(self._gate_up, x, a) if norms else self._gate_up(x, a)
+        return x + (recomputed(self.ffn, gate_up) if grad and "swiglu" in self.recompute else self.ffn(gate_up))
+
+    def _qkv(self, x: torch.Tensor) -> torch.Tensor:
+        return self.attn.qkv(self.kernels.rmsnorm(x, self.attn_norm, self.eps))
+
+    def _gate_up(self, x: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x + a
+        return x, self.ffn.gate_up(self.kernels.rmsnorm(x, self.ffn_norm, self.eps))
 
 
 class Decoder(nn.Module):
     """The whole model: token ids (B, T) to logits (B, T, V), or to the loss when targets are given."""
 
-    def __init__(self, cfg: ModelConfig, kernels: Kernels | None = None) -> None:
+    def __init__(
+        self, cfg: ModelConfig, kernels: Kernels | None = None, recompute: frozenset[Recompute] = frozenset()
+    ) -> None:
         super().__init__()
         self.cfg = cfg
         self.kernels = kernels or Kernels()
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.blocks = nn.ModuleList(Block(cfg, self.kernels) for _ in range(cfg.n_layers))
+        self.blocks = nn.ModuleList(Block(cfg, self.kernels, recompute) for _ in range(cfg.n_layers))
         self.norm = nn.Parameter(torch.ones(cfg.d_model))
         self.head = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         # Built once for every position: inside the compiled step the float64 table arithmetic would be

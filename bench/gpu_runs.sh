@@ -9,13 +9,16 @@
 #   bench/gpu_runs.sh OUT partition MB what the compiled step saves for backward at micro-batch MB: the saved
 #                                      tensors of one block, then Liger, the mixed stack compiled per block
 #                                      and per step, each at budget 1.0, 0.8 and materialized_backward lifted
+#   bench/gpu_runs.sh OUT recompute MB step memory at micro-batch MB with the backward recomputing each block's
+#                                      elementwise results (albor.recompute): Liger, the mixed stack at budget
+#                                      1.0 and with recompute rmsnorm+swiglu, swiglu and rmsnorm, Liger again
 #   bench/gpu_runs.sh OUT run          a short 350M run, killed with SIGKILL at step 150 and resumed
 #   bench/gpu_runs.sh OUT fsdp         FSDP2 on one GPU against the unsharded step, and the async save's pause
 #   bench/gpu_runs.sh OUT sweep OPT LR...  the speedrun's 125M job (no kill) with optimizer OPT at each lr
 # The corpus is this machine's stdlib + installed distributions, capped at 100 MB of source.
 set -euo pipefail
-OUT=${1:?usage: gpu_runs.sh OUT battery|verify|bench|memory|partition|run|fsdp|sweep}
-PART=${2:?usage: gpu_runs.sh OUT battery|verify|bench|memory|partition|run|fsdp|sweep}
+OUT=${1:?usage: gpu_runs.sh OUT battery|verify|bench|memory|partition|recompute|run|fsdp|sweep}
+PART=${2:?usage: gpu_runs.sh OUT battery|verify|bench|memory|partition|recompute|run|fsdp|sweep}
 shift 2
 export PYTHONUNBUFFERED=1
 XDIST=(-n 12 --dist loadfile)
@@ -62,6 +65,13 @@ case $PART in
       --lift materialized_backward --out "$OUT/block.jsonl"
     python bench/throughput.py "${DATA[@]}" "${STEP[@]}" --budget 0.8 --lift materialized_backward \
       --out "$OUT/step.jsonl" ;;
+  recompute)
+    MB=${1:?usage: gpu_runs.sh OUT recompute MB}
+    liger "$MB"
+    prepare
+    python bench/throughput.py --micro-bs "$MB" --kernels mixed --recompute rmsnorm,swiglu swiglu rmsnorm \
+      --steps 20 --warmup 6 --out "$OUT/recompute.jsonl" "${DATA[@]}"
+    liger "$MB" ;;
   run)
     prepare
     RUN=(--config pretrain-350m --name gpu-350m "${DATA[@]}" optim.max_steps=300 optim.warmup_steps=50

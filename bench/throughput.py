@@ -12,7 +12,9 @@ line per measurement and a table of ratios last.
 ``mixed`` (the Triton linear + cross-entropy kernel, the other ops compiled). ``--budget B...`` adds a
 stack with the first kernels choice and ``activation_memory_budget=B`` for each B. ``--lift BAN...`` adds
 a stack with the first kernels choice at budget 1.0 and AOTAutograd's recomputation ban
-``ban_recompute_<BAN>`` lifted, for each BAN (a budget below 1 lifts all three at once).
+``ban_recompute_<BAN>`` lifted, for each BAN (a budget below 1 lifts all three at once). ``--recompute
+SET...`` adds a stack with the first kernels choice at budget 1.0 and ``recompute`` set to each SET, a
+comma-separated list of ``albor.recompute`` names (``swiglu``, ``rmsnorm,swiglu``).
 """
 
 from __future__ import annotations
@@ -43,7 +45,9 @@ def peer_compiler_defaults() -> None:
     functorch_config.activation_memory_budget = 1.0
 
 
-def albor_config(overrides: list[str], micro_bs: int, max_steps: int, kernels: str, budget: float) -> TrainConfig:
+def albor_config(
+    overrides: list[str], micro_bs: int, max_steps: int, kernels: str, budget: float, recompute: tuple[str, ...] = ()
+) -> TrainConfig:
     """The pretrain-350m config of one bench stack: ``kernels`` is reference, mixed or triton."""
     ops = {"reference": (), "mixed": ("linear_cross_entropy",), "triton": KERNEL_OPS}[kernels]
     return load_config(
@@ -56,6 +60,7 @@ def albor_config(overrides: list[str], micro_bs: int, max_steps: int, kernels: s
             "optim.warmup_steps=1",
             "compile=true",
             f"activation_memory_budget={budget}",
+            f"recompute=[{', '.join(recompute)}]",
             "kernels={" + ", ".join(f"{op}: triton" for op in ops) + "}",
             "name=bench",
             "runs_dir=/tmp/albor-bench-runs",
@@ -81,9 +86,16 @@ def lifted(ban: str | None) -> contextlib.AbstractContextManager:
 
 
 def run_albor(
-    overrides: list[str], micro_bs: int, steps: int, warmup: int, kernels: str, budget: float, ban: str | None = None
+    overrides: list[str],
+    micro_bs: int,
+    steps: int,
+    warmup: int,
+    kernels: str,
+    budget: float,
+    ban: str | None = None,
+    recompute: tuple[str, ...] = (),
 ) -> dict:
-    cfg = albor_config(overrides, micro_bs, steps + warmup + 1, kernels, budget)
+    cfg = albor_config(overrides, micro_bs, steps + warmup + 1, kernels, budget, recompute)
     torch.cuda.reset_peak_memory_stats()
     trainer = Trainer(cfg)
     trainer.model.train()
@@ -98,7 +110,7 @@ def run_albor(
     dt = time.perf_counter() - t0
     tok_s = trainer.tokens_per_step * steps / dt
     result = {
-        "stack": f"albor-{kernels}" + (f"-budget{budget}" if budget < 1 else "") + (f"-lift-{ban}" if ban else ""),
+        "stack": stack_name(kernels, budget, ban, recompute),
         "micro_bs": micro_bs,
         "params": cfg.model.n_params(),
         "tok_s": round(tok_s),
@@ -116,6 +128,15 @@ def run_albor(
     return result
 
 
+def stack_name(kernels: str, budget: float, ban: str | None, recompute: tuple[str, ...]) -> str:
+    return (
+        f"albor-{kernels}"
+        + (f"-budget{budget}" if budget < 1 else "")
+        + (f"-lift-{ban}" if ban else "")
+        + (f"-recompute-{'+'.join(recompute)}" if recompute else "")
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("overrides", nargs="*", help="pretrain-350m config overrides, e.g. data.out=DIR")
@@ -129,6 +150,12 @@ def main() -> None:
     ap.add_argument(
         "--lift", nargs="+", default=[], choices=BANS, help="also run the first kernels choice with each ban lifted"
     )
+    ap.add_argument(
+        "--recompute",
+        nargs="+",
+        default=[],
+        help="also run the first kernels choice with each of these recompute sets (comma-separated names)",
+    )
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=8)
     ap.add_argument("--out", type=Path, help="also write the JSON lines here")
@@ -138,13 +165,15 @@ def main() -> None:
         p = run_peer(mb, args.steps)
         print(json.dumps(p), flush=True)
         rows.append(p)
-        stacks = [(k, 1.0, None) for k in args.kernels] + [(args.kernels[0], b, None) for b in args.budget]
-        stacks += [(args.kernels[0], 1.0, ban) for ban in args.lift]
-        for k, budget, ban in stacks:
+        first = args.kernels[0]
+        stacks = [(k, 1.0, None, ()) for k in args.kernels] + [(first, b, None, ()) for b in args.budget]
+        stacks += [(first, 1.0, ban, ()) for ban in args.lift]
+        stacks += [(first, 1.0, None, tuple(r.split(","))) for r in args.recompute]
+        for k, budget, ban, recompute in stacks:
             try:
-                a = run_albor(args.overrides, mb, args.steps, args.warmup, k, budget, ban)
+                a = run_albor(args.overrides, mb, args.steps, args.warmup, k, budget, ban, recompute)
             except Exception as e:  # a failed variant is a result to report, not a reason to lose the others
-                a = {"stack": f"albor-{k}-budget{budget}-lift-{ban}", "micro_bs": mb, "error": repr(e)[:400]}
+                a = {"stack": stack_name(k, budget, ban, recompute), "micro_bs": mb, "error": repr(e)[:400]}
             print(json.dumps(a), flush=True)
             rows.append(a)
     if args.out:

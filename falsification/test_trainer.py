@@ -615,8 +615,14 @@ def _fixed_batch(trainer: Trainer, n: int) -> np.ndarray:
 @pytest.mark.claim("TRAIN-020")
 @pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
 def test_step_matches_float64_reference(small_data: Path, tmp_path: Path, tied: bool) -> None:
-    over = {"model.tie_embeddings": tied, "micro_batch": 2, "grad_accum": 2, "optim.grad_clip": 0.05}
-    cfg = small_config(small_data, tmp_path, **over)
+    assert_steps_match_float64_reference(small_data, tmp_path, "TRAIN-020", **{"model.tie_embeddings": tied})
+
+
+def assert_steps_match_float64_reference(data: Path, runs: Path, claim: str, **over: object) -> None:
+    """Four real trainer steps of two accumulated micro-batches on a fixed batch, clipped, equal the
+    hand-written float64 reference's (``albor.verify.references.training_reference``) step by step."""
+    over = {"micro_batch": 2, "grad_accum": 2, "optim.grad_clip": 0.05, **over}
+    cfg = small_config(data, runs, **over)
     trainer = Trainer(cfg)
     trainer.model.double()  # the parameters stay the optimizer's: only their data changes dtype
     # The model keeps its RoPE tables rounded once to float32; the comparison in float64 needs them exact.
@@ -630,7 +636,7 @@ def test_step_matches_float64_reference(small_data: Path, tmp_path: Path, tied: 
     start = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
     steps = 4
     ref = training_reference(start, cfg.model, cfg.optim, torch.from_numpy(batch), steps)
-    tol = tolerance("TRAIN-020", "float64")
+    tol = tolerance(claim, "float64")
     params = dict(trainer.model.named_parameters())
     for k, want in enumerate(ref):
         start = time.perf_counter()

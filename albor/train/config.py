@@ -15,6 +15,7 @@ from albor.config.overrides import parse_overrides, set_dotted, validate
 from albor.data.config import DataConfig
 from albor.ladder.lora import LoraSettings
 from albor.ops.dispatch import OPS, Backend
+from albor.recompute import Recompute
 
 C = TypeVar("C", bound="TrainConfig")
 DERIVED = {"vocab_size", "max_seq_len"}  # the model fields that follow from data.vocab_size and data.seq_len
@@ -48,6 +49,11 @@ class TrainConfig(Strict):
         gt=0,
         le=1,
         description="compiled runs: the share of activations the step may keep; below 1 recomputes the rest",
+    )
+    recompute: list[Recompute] = Field(
+        default_factory=list,
+        description="results each block recomputes in the backward instead of keeping (its matmuls' are kept): "
+        "rmsnorm (both norms' outputs, with the residual add between them), swiglu (the SwiGLU product)",
     )
     kernels: dict[str, Backend] = Field(
         default_factory=dict, description=f"backend per op ({', '.join(OPS)}); unnamed ops: reference"
@@ -119,6 +125,13 @@ class TrainConfig(Strict):
     @classmethod
     def _model_preset(cls, v: Any) -> Any:
         return load_model_config(v) if isinstance(v, str) else v
+
+    @field_validator("recompute")
+    @classmethod
+    def _each_once(cls, v: list[Recompute]) -> list[Recompute]:
+        if len(set(v)) < len(v):
+            raise ValueError(f"names a result more than once: {v}")
+        return v
 
     @field_validator("kernels")
     @classmethod

@@ -39,6 +39,7 @@ RESUMABLE = (
     "compile",
     "compile_scope",
     "activation_memory_budget",
+    "recompute",
     "kernels",
     "allow_kernel_fallback",
     "deterministic",

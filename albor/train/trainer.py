@@ -244,7 +244,7 @@ class Trainer:
     def _build_model(self, init_ckpt: Path | None) -> Decoder:
         """The model the run trains, with ``init_from``'s full weights (before any sharding) and, when
         ``lora`` is set, the adapters on it; a resume loads its checkpoint into this same structure."""
-        model = Decoder(self.cfg.model, self.kernels)
+        model = Decoder(self.cfg.model, self.kernels, frozenset(self.cfg.recompute))
         if init_ckpt is not None:
             ckpt.load_checkpoint(init_ckpt, model, None)
         if self.cfg.lora is not None:

@@ -1,0 +1,64 @@
+"""What a compiled block keeps for its backward: the tensors AOTAutograd's partitioner saves, per token.
+
+Shared by the ``recompute`` falsifiers and ``bench/saved_tensors.py``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from functorch.compile import make_boxed_func, min_cut_rematerialization_partition
+from torch._dynamo.backends.common import aot_autograd
+from torch.multiprocessing.reductions import StorageWeakRef
+
+from albor.model import Block
+from albor.ops import rope_tables
+
+# The probe's own batch, of sizes no weight has: a saved tensor's bytes per token do not depend on it.
+B, T = 3, 10
+
+
+def saved_tensors(block: Block, device: torch.device) -> list[dict]:
+    """The forward graph's outputs after the block's own, one block compiled with Inductor's partitioner
+    under bf16 autocast: what backward reads, each with its bytes per token (0 for what does not grow
+    with the batch, such as the weights' bf16 casts)."""
+    saved: list[dict] = []
+
+    def forward_compiler(gm: torch.fx.GraphModule, _inputs: list) -> object:
+        out = next(n for n in gm.graph.nodes if n.op == "output")
+        storages: dict[StorageWeakRef, str] = {}
+        for node in out.args[0][1:]:
+            v = node.meta["val"]
+            # A view of a tensor already listed costs nothing more: it is named, and not counted.
+            alias = storages.setdefault(StorageWeakRef(v.untyped_storage()), node.name)
+            per_batch = alias == node.name and v.ndim >= 2 and v.shape[0] in (B, B * T)
+            saved.append(
+                {
+                    "name": node.name,
+                    "shape": list(v.shape),
+                    "dtype": str(v.dtype).removeprefix("torch."),
+                    "bytes_per_token": v.numel() * v.element_size() / (B * T) if per_batch else 0.0,
+                    "bytes": v.numel() * v.element_size() if alias == node.name else 0,
+                    "alias_of": None if alias == node.name else alias,
+                }
+            )
+        return make_boxed_func(gm)
+
+    backend = aot_autograd(
+        fw_compiler=forward_compiler,
+        bw_compiler=lambda gm, _inputs: make_boxed_func(gm),
+        partition_fn=functools.partial(min_cut_rematerialization_partition, compiler="inductor"),
+    )
+    cos, sin = (t.to(device) for t in rope_tables(torch.arange(T), block.attn.hd))
+    x = torch.randn(B, T, block.attn_norm.numel(), device=device, requires_grad=True)
+    torch._dynamo.reset()
+    with torch.autocast(device.type, dtype=torch.bfloat16):
+        y = torch.compile(block, backend=backend)(x, cos, sin)
+    y.float().sum().backward()
+    return saved
+
+
+def saved_bytes_per_token(block: Block, device: torch.device) -> float:
+    """The sum of ``saved_tensors``' bytes per token."""
+    return sum(r["bytes_per_token"] for r in saved_tensors(block, device))
