@@ -18,7 +18,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from torch import nn
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
+    get_model_state_dict,
     get_state_dict,
     set_model_state_dict,
     set_state_dict,
@@ -48,12 +49,10 @@ class PendingSave:
     """A sharded checkpoint whose shards are written (or being written); ``finish`` completes it on every rank."""
 
     tmp: Path
-    step: int
     write_rest: Callable[[Path], None]  # rank 0: the non-tensor files, then the manifest and the rename
     barrier: Callable[[], None]
     main: bool
     future: Future | None = None
-    done: list[Path] = field(default_factory=list)
 
     def finish(self) -> Path | None:
         """Wait for this rank's shards, then for every rank's; rank 0 completes the checkpoint. Collective."""
@@ -90,7 +89,7 @@ def begin_save(
     barrier()
     model_sd, optim_sd = get_state_dict(model, optimizer)
     target = {"model": model_sd, "optimizer": optim_sd}
-    pending = PendingSave(tmp, step, write_rest, barrier, main)
+    pending = PendingSave(tmp, write_rest, barrier, main)
     if async_group is not None:
         pending.future = dcp.async_save(target, checkpoint_id=str(tmp / DCP_DIR), process_group=async_group)
     else:
@@ -115,7 +114,13 @@ def full_state(ckpt: Path) -> dict[str, Any]:
 
 
 def load_full(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer | None) -> None:
-    """Put full (parameter-name keyed) state dicts into ``model`` (and ``optimizer``), sharded or not; strict."""
+    """Put full (parameter-name keyed) state dicts into ``model`` (and ``optimizer``), sharded or not; strict.
+
+    A state without one of the model's weights is refused here: torch's full-state loader fills such a weight
+    from the model itself and reports every key matched, so it would keep its value as built (ALB-308)."""
+    missing = sorted(set(get_model_state_dict(model)) - set(state["model"]))
+    if missing:
+        raise KeyError(missing)
     options = StateDictOptions(full_state_dict=True, strict=True)
     if optimizer is None:
         set_model_state_dict(model, state["model"], options=options)
