@@ -268,7 +268,7 @@ def test_every_preset_shape_exports(preset: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.claim("GGUF-010")
-def test_each_plain_type_stores_what_its_name_says(tmp_path: Path) -> None:
+def test_each_plain_type_stores_what_its_name_says(random_run: Path, tmp_path: Path) -> None:
     from gguf import GGMLQuantizationType as Q
     from gguf import GGUFReader, LlamaFileType
 
@@ -296,3 +296,95 @@ def test_each_plain_type_stores_what_its_name_says(tmp_path: Path) -> None:
             )  # fmt: skip
             assert t.tensor_type == want, f"{kind}: {t.name} {sh} is {t.tensor_type.name}, not {want.name}"
         assert {t.name for t in reader.tensors} == set(shapes)
+    for kind, file_type in files.items():
+        if kind != "f32":  # the export's own types go through export_gguf
+            path = gg.export_gguf(random_run, tmp_path / f"exported-{kind}.gguf", kind)  # type: ignore[arg-type]
+            assert GGUFReader(str(path)).fields["general.file_type"].contents() == int(file_type), kind
+
+
+@pytest.mark.claim("GGUF-013")
+def test_the_tensors_written_are_the_float32_values_on_the_cpu(device: torch.device) -> None:
+    model = random_decoder()
+    want = dict(gg.gguf_tensors(model))
+    assert all(a.dtype == np.float32 for a in want.values())
+    half = random_decoder().to(device, torch.bfloat16)
+    for name, got in gg.gguf_tensors(half):
+        assert got.dtype == np.float32, name
+        ref = torch.from_numpy(want[name]).to(torch.bfloat16).float().numpy()
+        assert np.array_equal(got, ref), f"{name}: not the bf16 model's values in float32"
+
+
+@pytest.mark.claim("GGUF-011")
+def test_a_q4_k_m_export_quantises_a_float32_file_made_beside_out(random_run: Path, tmp_path: Path) -> None:
+    from gguf import GGUFReader, LlamaFileType
+
+    out = tmp_path / "model-q4.gguf"
+    sources: list[tuple[Path, int]] = []
+    real = gg.quantize_q4_k_m
+
+    def watched(source: Path, dest: Path, *args: Any, **kwargs: Any) -> None:
+        sources.append((source, GGUFReader(str(source)).fields["general.file_type"].contents()))
+        assert source.parent.parent == out.parent and source.parent.name.startswith(f".tmp-{out.name}."), source
+        real(source, dest, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(gg, "quantize_q4_k_m", watched)
+        gg.export_gguf(random_run, out, "q4_k_m")
+    assert [kind for _, kind in sources] == [int(LlamaFileType.ALL_F32)], "the quantiser's source is no float32 GGUF"
+    assert not sources[0][0].exists() and sorted(p.name for p in tmp_path.iterdir()) == [out.name]
+    reader = GGUFReader(str(out))
+    assert reader.fields["general.file_type"].contents() == int(LlamaFileType.MOSTLY_Q4_K_M)
+    model = load(random_run, "cpu")
+    assert {t.name for t in reader.tensors} == {name for name, _ in gg.gguf_tensors(model.model)}
+    tokens, _, _ = gg.vocabulary(model.tokenizer, model.model.cfg.vocab_size)
+    assert reader.fields["tokenizer.ggml.tokens"].contents() == tokens
+
+
+class _Vocab:
+    """A stand-in tokenizer of the given id map and model type, for the refusals of ``vocabulary``."""
+
+    def __init__(self, ids: dict[str, int], kind: str = "BPE", merges: list[str] | None = None) -> None:
+        self.ids, self.kind, self.merges = ids, kind, merges or []
+
+    def get_vocab(self, with_added_tokens: bool) -> dict[str, int]:
+        return self.ids if with_added_tokens else {t: i for t, i in self.ids.items() if i >= 2}
+
+    def to_str(self) -> str:
+        return json.dumps({"model": {"type": self.kind, "merges": self.merges}})
+
+
+@pytest.mark.claim("GGUF-012")
+def test_bad_input_is_refused_by_name(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import sys
+
+    from gguf import TokenType
+
+    ids = {f"t{i}": i for i in range(8)}
+    tokens, types, merges = gg.vocabulary(_Vocab(ids, merges=["t0 t1"]), 10)  # type: ignore[arg-type]
+    assert tokens == [*ids, "[PAD8]", "[PAD9]"], "added tokens (ids 0 and 1 here) are part of the vocabulary"
+    special = data_tokenizer.N_SPECIAL
+    assert types == [TokenType.CONTROL] * special + [TokenType.NORMAL] * (8 - special) + [TokenType.UNUSED] * 2
+    assert merges == ["t0 t1"], "a merge already written as 'a b' is kept as it is"
+    refusals = [
+        (_Vocab({**ids, "t9": 9}), 10, "the tokenizer's ids are not 0..n-1"),
+        (_Vocab(ids), 7, "the tokenizer has 8 tokens, the model only 7"),
+        (_Vocab(ids, "WordPiece"), 8, "the tokenizer is a WordPiece model; GGUF export writes byte-level BPE"),
+    ]
+    for tokenizer, size, message in refusals:
+        with pytest.raises(ExportError) as e:
+            gg.vocabulary(tokenizer, size)  # type: ignore[arg-type]
+        assert str(e.value) == message
+    with pytest.raises(ExportError) as e:
+        gg.write_gguf(None, None, tmp_path / "m.gguf", "q5")  # type: ignore[arg-type]
+    assert str(e.value) == "--type: 'q5' is not one of f16, q8_0, q4_k_m"
+    with pytest.raises(ExportError) as e:
+        gg.quantize_q4_k_m(tmp_path / "missing.gguf", tmp_path / "q.gguf")
+    assert str(e.value).startswith(f"{tmp_path / 'q.gguf'}: llama_model_quantize failed with status ")
+    monkeypatch.setitem(sys.modules, "gguf", None)
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)
+    with pytest.raises(ExportError) as e:
+        gg.vocabulary(_Vocab(ids), 8)  # type: ignore[arg-type]
+    assert str(e.value) == "GGUF export needs the gguf package: pip install 'albor[cpu]'"
+    with pytest.raises(ExportError) as e:
+        gg.quantize_q4_k_m(tmp_path / "a.gguf", tmp_path / "b.gguf")
+    assert str(e.value) == "Q4_K_M export needs llama.cpp: pip install 'albor[cpu]'"
