@@ -106,3 +106,7 @@ def test_a_mutant_runs_the_usable_falsifiers_of_its_lines_or_all_where_coverage_
     assert select(mutant("a.py"), {7}, probe, tests) == []
     # No line of b.py ran in any measured process (ALB-304): every usable falsifier, fastest first.
     assert select(mutant("b.py"), {3}, probe, tests) == [elsewhere, unmeasured, fast, tie, param, slow]
+    # One that compiled a frame ran lines coverage could not see (ALB-309): it runs for every mutant, if usable.
+    compiled = Probe(outcomes, seconds, covered, {elsewhere, skipped})  # type: ignore[arg-type]
+    assert select(mutant("a.py"), {3}, compiled, tests) == [elsewhere, param, slow]
+    assert select(mutant("a.py"), {7}, compiled, tests) == [elsewhere]

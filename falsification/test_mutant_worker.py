@@ -200,3 +200,24 @@ def test_a_job_whose_pytest_session_broke_replies_without_a_report(tmp_path: Pat
     fine_test = "from tools import helper\n\n\ndef test_one():\n    assert helper.one() == 1\n"
     fine = _coverage_job(tmp_path, {**files, "test_fine.py": fine_test}, "test_fine.py")
     assert fine["code"] == 0 and fine["unreadable"] is None and "test_one" in fine["junit"], fine
+
+
+@pytest.mark.claim("MUTANT_WORKER-006")
+def test_a_coverage_job_says_whether_it_compiled_a_frame(tmp_path: Path) -> None:
+    need("torch")
+    files = {
+        "tools/helper.py": "def double(x):\n    return 2 * x\n",
+        "test_plain.py": "import torch\n\nfrom tools import helper\n\n\n"
+        "def test_plain():\n    assert helper.double(torch.ones(2)).tolist() == [2.0, 2.0]\n",
+        "test_compiled.py": "import torch\n\nfrom tools import helper\n\n\n"
+        "def test_compiled():\n"
+        "    f = torch.compile(helper.double, backend='eager')\n"
+        "    assert f(torch.ones(2)).tolist() == [2.0, 2.0]\n",
+    }
+    plain = _coverage_job(tmp_path / "plain", files, "test_plain.py")
+    assert plain["code"] == 0 and plain["compiled"] is False, plain["tail"]
+    assert plain["covered"] == {"tools/helper.py": [1, 2]}
+    compiled = _coverage_job(tmp_path / "compiled", files, "test_compiled.py")
+    assert compiled["code"] == 0 and compiled["compiled"] is True, compiled["tail"]
+    # Why the reply must say so: the body that ran, compiled, is not among the lines coverage saw.
+    assert compiled["covered"] == {"tools/helper.py": [1]}, compiled["covered"]

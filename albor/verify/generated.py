@@ -240,6 +240,7 @@ def probe(contract: Contract, pool: Workers) -> Probe:
     outcomes: dict[str, Outcome] = {}
     seconds: dict[str, float] = {}
     covered: dict[str, dict[str, set[int]]] = {}
+    compiled: set[str] = set()
     with ThreadPoolExecutor(len(pool.procs)) as ex:
         for test, reply in ex.map(one, tests):
             if reply["unreadable"]:
@@ -250,7 +251,9 @@ def probe(contract: Contract, pool: Workers) -> Probe:
             outcomes |= outcomes_of(reply["junit"])
             seconds[test] = reply["seconds"]
             covered[test] = {f: set(lines) for f, lines in (reply["covered"] or {}).items()}
-    return Probe(outcomes, seconds, covered)
+            if reply["compiled"]:
+                compiled.add(test)
+    return Probe(outcomes, seconds, covered, compiled)
 
 
 def verdict(r: Result, reply: dict[str, Any]) -> Result:

@@ -7,7 +7,7 @@ the falsifiers that passed there and ran one of its lines, fastest first, since 
 from __future__ import annotations
 
 import ast
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from albor.verify.junit import Outcome
@@ -18,11 +18,13 @@ if TYPE_CHECKING:
 
 @dataclass
 class Probe:
-    """The contract's falsifiers on the clean copy: outcome per case, seconds and lines run per falsifier."""
+    """The contract's falsifiers on the clean copy: outcome per case, seconds and lines run per falsifier, and
+    those that compiled a frame with torch.compile, whose lines coverage did not see (ALB-309)."""
 
     outcomes: dict[str, Outcome]
     seconds: dict[str, float]
     covered: dict[str, dict[str, set[int]]]
+    compiled: set[str] = field(default_factory=set)
 
     def usable(self, falsifier: str) -> bool:
         """Ran on this machine and passed: only such a falsifier can kill a mutant."""
@@ -53,8 +55,9 @@ def reported_lines(statements: list[tuple[int, int, set[int]]], line: int, end: 
 
 
 def select(m: Mutation, lines: set[int], p: Probe, tests: list[str]) -> list[str]:
-    """The usable falsifiers that execute the mutant's lines, fastest first; every usable one when coverage saw
-    no line of the mutant's file at all.
+    """The usable falsifiers that execute the mutant's lines or compiled a frame with torch.compile (which may
+    hold them, unseen by coverage), fastest first; every usable one when coverage saw no line of the mutant's
+    file at all.
 
     A file of which no measured process ran even its definitions was never imported where coverage looks:
     it runs where coverage cannot follow (the sandbox's child, started without site-packages in a clean
@@ -62,5 +65,5 @@ def select(m: Mutation, lines: set[int], p: Probe, tests: list[str]) -> list[str
     """
     usable = [t for t in tests if p.usable(t)]
     if any(p.covered.get(t, {}).get(m.file) for t in tests):
-        usable = [t for t in usable if p.covered.get(t, {}).get(m.file, set()) & lines]
+        usable = [t for t in usable if t in p.compiled or p.covered.get(t, {}).get(m.file, set()) & lines]
     return sorted(usable, key=lambda t: (p.seconds[t], t))

@@ -10,7 +10,7 @@ Jobs arrive as JSON lines on stdin, ``{"files", "tests", "exitfirst", "timeout",
 as it is); each reply is one JSON line on stdout with pytest's exit status, the JUnit XML, the
 output's tail, whether it timed out, and with ``coverage`` (the repository-relative files to measure:
 a contract's sources) the lines of those files each test ran, in this process and in every subprocess
-it started.
+it started, and whether the job compiled a frame with torch.compile (whose lines coverage cannot see).
 """
 
 from __future__ import annotations
@@ -149,6 +149,11 @@ def _child(tree: Path, job: dict, work: Path) -> None:
     if cov is not None:
         cov.stop()
         cov.save()
+        # Coverage sees no line of a frame torch.compile traced (Dynamo runs its graph, not its Python): the
+        # reply says the job compiled one, so that the lines measured are not taken for all it ran (ALB-309).
+        dynamo = sys.modules.get("torch._dynamo.utils")
+        if dynamo is not None and dynamo.counters["frames"]["total"]:
+            (work / "compiled").touch()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(int(code))
@@ -231,6 +236,7 @@ def run_job(tree: Path, job: dict, work: Path) -> dict:
         "unreadable": unreadable or None,
         "tail": log.read_text(errors="replace")[-2000:] if log.is_file() else "",
         "covered": _covered(tree, work / "coverage") if job.get("coverage") else None,
+        "compiled": (work / "compiled").is_file() if job.get("coverage") else None,
     }
 
 
