@@ -17,7 +17,6 @@ import torch
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 Recompute = Literal["rmsnorm", "swiglu"]
-RECOMPUTE: tuple[Recompute, ...] = ("rmsnorm", "swiglu")
 
 _aten = torch.ops.aten
 MATMULS = frozenset({_aten.mm.default, _aten.addmm.default, _aten.bmm.default})
@@ -30,10 +29,9 @@ def _keep_matmuls(_ctx: object, op: object, *_args: object, **_kwargs: object) -
 _contexts = functools.partial(create_selective_checkpoint_contexts, _keep_matmuls)
 
 
-Out = torch.Tensor | tuple[torch.Tensor, ...]
-
-
-def recomputed(fn: Callable[..., Out], *args: torch.Tensor) -> Out:
+def recomputed(
+    fn: Callable[..., torch.Tensor | tuple[torch.Tensor, ...]], *args: torch.Tensor
+) -> torch.Tensor | tuple[torch.Tensor, ...]:
     """``fn(*args)``, whose results other than matmuls the backward recomputes rather than keeps."""
     # Non-reentrant: the only kind that takes a policy, and the one that works under torch.compile. The
     # RNG state is kept (the default) so that a LoRA adapter's dropout draws the same mask when recomputed.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -11,10 +13,10 @@ from albor.config import ModelConfig
 from albor.model import Block
 from albor.ops import rope_tables
 from albor.ops.dispatch import Kernels
-from albor.recompute import RECOMPUTE
+from albor.recompute import Recompute
 from albor.train.config import load_config
 
-subsets = st.sets(st.sampled_from(RECOMPUTE), min_size=1).map(frozenset)
+subsets = st.sets(st.sampled_from(get_args(Recompute)), min_size=1).map(frozenset)
 
 
 @st.composite
