@@ -1,7 +1,7 @@
 """What the compiled step keeps for backward: the tensors AOTAutograd's partitioner saves for one block.
 
 One pre-norm block of a preset's shape is compiled with Inductor's partitioner (the trainer's compile,
-at ``activation_memory_budget`` 1.0) under bf16 autocast (``falsification.saved``), and the forward
+at ``activation_memory_budget`` 1.0) under bf16 autocast (``falsification.backward``), and the forward
 graph's saved tensors are listed with their bytes per token; weights' bf16 casts are listed apart,
 since they do not grow with the batch. The last line scales the per-token sum to a micro-batch of the
 preset's context and every layer. Runs on CUDA where there is one, else on the CPU (whose attention op
@@ -21,7 +21,7 @@ import torch
 from albor.model import Block
 from albor.ops.dispatch import Kernels
 from albor.train.config import load_config
-from falsification.saved import saved_tensors
+from falsification.backward import saved_tensors
 
 
 def main() -> None:

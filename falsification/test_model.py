@@ -299,3 +299,24 @@ def test_cached_decoding_equals_the_written_out_decoder(device: torch.device) ->
             assert (t.shape, t.dtype, t.device.type) == ((3, 1, 16, 4), dtype, device.type)
     # The RoPE tables are built from the config, never saved: a checkpoint holds the weights only.
     assert not {"rope_cos", "rope_sin"} & set(model.state_dict())
+
+
+@pytest.mark.claim("MODEL-013")
+@pytest.mark.parametrize("names", [("rmsnorm",), ("swiglu",), ("rmsnorm", "swiglu")], ids="+".join)
+def test_each_recompute_choice_reruns_its_regions_for_the_same_gradients(names: tuple[str, ...]) -> None:
+    from falsification.backward import backward_ops
+
+    recompute = frozenset(names)
+    ops = backward_ops(TINY, recompute)
+    assert ops["rsqrt"] == (2 * TINY.n_layers if "rmsnorm" in recompute else 0), "the norms rerun in the backward"
+    assert ops["silu"] == (TINY.n_layers if "swiglu" in recompute else 0), "SwiGLU's product reruns in the backward"
+    idx, targets = _tokens(torch.device("cpu")), _tokens(torch.device("cpu"), seed=2)
+    grads = []
+    for r in (frozenset(), recompute):
+        model = _decoder(torch.device("cpu"), torch.float64)
+        model.blocks.apply(lambda m, r=r: setattr(m, "recompute", r) if isinstance(m, Block) else None)
+        model(idx, targets).backward()
+        grads.append([p.grad for p in model.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*grads, strict=True)), "recomputation changed a gradient"
+    with torch.no_grad():  # the model recomputes: without gradients it runs plain, and keeps nothing
+        assert model(idx).grad_fn is None

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from albor.config import ModelConfig
 from albor.model import Block, Decoder
 from albor.ops.dispatch import Kernels
 from albor.recompute import Recompute
-from falsification.saved import saved_bytes_per_token
+from falsification.backward import backward_ops, saved_bytes_per_token
 from falsification.test_trainer import assert_steps_match_float64_reference
 
 CFG = ModelConfig(
@@ -58,31 +56,9 @@ def test_a_compiled_block_keeps_only_the_declared_bytes(device: torch.device, na
     assert got == _declared_bytes(CFG, recompute), f"{sorted(recompute)}: {got} bytes a token kept"
 
 
-class _Ops(TorchDispatchMode):
-    """Counts the aten ops that run, by name."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.counts: Counter[str] = Counter()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.counts[func.overloadpacket.__name__] += 1
-        return func(*args, **(kwargs or {}))
-
-
-def _backward_ops(recompute: frozenset[Recompute]) -> Counter[str]:
-    torch.manual_seed(0)
-    model = Decoder(CFG, recompute=recompute)
-    idx = torch.randint(0, CFG.vocab_size, (2, 9), generator=torch.Generator().manual_seed(1))
-    loss = model(idx, idx.roll(-1, 1))
-    with _Ops() as ops:
-        loss.backward()
-    return ops.counts
-
-
 @pytest.mark.claim("RECOMPUTE-003")
 def test_the_backward_recomputes_the_elementwise_ops_and_no_matmul() -> None:
-    plain, recomputed = _backward_ops(frozenset()), _backward_ops(BOTH)
+    plain, recomputed = backward_ops(CFG, frozenset()), backward_ops(CFG, BOTH)
     matmuls = ("mm", "addmm", "bmm")
     assert {m: recomputed[m] for m in matmuls} == {m: plain[m] for m in matmuls}, "a matmul ran again in the backward"
     assert plain["silu"] == 0 and recomputed["silu"] == CFG.n_layers, "SwiGLU's product: once a block"

@@ -1,18 +1,22 @@
-"""What a compiled block keeps for its backward: the tensors AOTAutograd's partitioner saves, per token.
+"""What a block's backward keeps and what it runs: the tensors AOTAutograd's partitioner saves for a compiled
+block, per token, and the aten ops a decoder's backward runs, by name.
 
-Shared by the ``recompute`` falsifiers and ``bench/saved_tensors.py``.
+Shared by the ``recompute`` and ``model`` falsifiers and ``bench/saved_tensors.py``.
 """
 
 from __future__ import annotations
 
 import functools
+from collections import Counter
 
 import torch
 from functorch.compile import make_boxed_func, min_cut_rematerialization_partition
 from torch._dynamo.backends.common import aot_autograd
 from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from albor.model import Block
+from albor.config import ModelConfig
+from albor.model import Block, Decoder
 from albor.ops import rope_tables
 
 # The probe's own batch, of sizes no weight has: a saved tensor's bytes per token do not depend on it.
@@ -62,3 +66,26 @@ def saved_tensors(block: Block, device: torch.device) -> list[dict]:
 def saved_bytes_per_token(block: Block, device: torch.device) -> float:
     """The sum of ``saved_tensors``' bytes per token."""
     return sum(r["bytes_per_token"] for r in saved_tensors(block, device))
+
+
+class _Ops(TorchDispatchMode):
+    """Counts the aten ops that run, by name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: Counter[str] = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.counts[func.overloadpacket.__name__] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def backward_ops(cfg: ModelConfig, recompute: frozenset[str]) -> Counter[str]:
+    """The aten ops, by name, that the backward of a seeded decoder's loss on a fixed batch runs (eager, CPU)."""
+    torch.manual_seed(0)
+    model = Decoder(cfg, recompute=recompute)  # type: ignore[arg-type]
+    idx = torch.randint(0, cfg.vocab_size, (2, 9), generator=torch.Generator().manual_seed(1))
+    loss = model(idx, idx.roll(-1, 1))
+    with _Ops() as ops:
+        loss.backward()
+    return ops.counts
