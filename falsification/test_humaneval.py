@@ -321,3 +321,72 @@ def test_samples_are_seeded_per_problem_and_sample_and_read_back_as_written(
         humaneval.read_samples(empty)
     with pytest.raises(ValueError, match=rf"^{tmp_path / 'gone.jsonl'}: cannot be read"):
         humaneval.read_samples(tmp_path / "gone.jsonl")
+
+
+def _samples(task: str, n: int, passed: int, mode: str) -> list[humaneval.Sample]:
+    return [humaneval.Sample(task, j, f"c{j}", "passed" if j < passed else "failed", "", mode) for j in range(n)]
+
+
+@pytest.mark.claim("HE-009")
+def test_a_report_is_the_estimator_over_each_problems_own_samples() -> None:
+    # 101 to 103 samples: k = 1, 10 and 100 are reported, and no other k.
+    counts = {"HumanEval/0": (101, 30), "HumanEval/1": (103, 0), "HumanEval/2": (102, 102)}
+    samples = [s for t, (n, c) in counts.items() for s in _samples(t, n, c, "namespaces")]
+    samples += _samples("HumanEval/3", 101, 1, "guard")
+    counts["HumanEval/3"] = (101, 1)
+    r = humaneval.report(samples)
+
+    def chen(n: int, c: int, k: int) -> float:  # Chen et al. 2021's unbiased estimator, written out
+        return 1.0 if n - c < k else 1.0 - comb(n - c, k) / comb(n, k)
+
+    assert set(r.pass_at_k) == {1, 10, 100}
+    for k, got in r.pass_at_k.items():
+        assert got == pytest.approx(sum(chen(n, c, k) for n, c in counts.values()) / len(counts), rel=1e-12), k
+    assert (r.n_problems, r.samples_per_problem, r.sandbox) == (4, 101, "guard+namespaces")
+    assert r.counts == {o: (133 if o == "passed" else 274 if o == "failed" else 0) for o in OUTCOMES}
+    assert r.samples == samples and "samples" not in r.summary() and set(r.summary()) == {
+        "n_problems", "samples_per_problem", "pass_at_k", "counts", "sandbox"
+    }  # fmt: skip
+    assert set(humaneval.report(_samples("HumanEval/0", 10, 1, "guard")).pass_at_k) == {1, 10}
+    with pytest.raises(ValueError, match=r"^no samples to score$"):
+        humaneval.report([])
+
+
+@pytest.mark.claim("HE-009")
+def test_scored_completions_run_against_their_own_problems(problems: list[Problem]) -> None:
+    a, b = problems[:2]
+    given = [(b.task_id, b.canonical_solution), (a.task_id, "    return None\n"), (a.task_id, a.canonical_solution)]
+    r = humaneval.score(given, 2, mode=_mode())
+    assert [(s.task_id, s.index, s.completion, s.result) for s in r.samples] == [
+        (a.task_id, 0, "    return None\n", "failed"),
+        (a.task_id, 1, a.canonical_solution, "passed"),
+        (b.task_id, 0, b.canonical_solution, "passed"),
+    ]
+    assert r.pass_at_k == {1: pytest.approx(0.75)} and r.sandbox == _mode()
+
+
+@pytest.mark.claim("HE-010")
+def test_generation_stops_where_the_codex_harness_stops_and_shows_progress_only_when_asked(
+    problems: list[Problem], tokenizer: Tokenizer, capsys
+) -> None:
+    # Chen et al. 2021 (section 3.3) stop at these: the completion is the function body alone.
+    assert STOP_SEQUENCES == ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
+    model, some = _model(), problems[:1]
+    humaneval.generate_completions(model, tokenizer, some, 1, Sampling(), 2)
+    assert capsys.readouterr().err == "", "progress shown unasked"
+    humaneval.generate_completions(model, tokenizer, some, 1, Sampling(), 2, progress=True)
+    assert "generating" in capsys.readouterr().err
+
+
+@pytest.mark.claim("HE-011")
+def test_the_limits_and_sandbox_asked_for_reach_every_run(problems: list[Problem], tokenizer: Tokenizer) -> None:
+    some, tight = problems[:1], sandbox.Limits(wall_s=1e-3)
+    check = humaneval.self_check(some, 1, tight, "guard")
+    assert [r.outcome for r in check.canonical] == ["timed out"], "self_check ignored its limits"
+    assert {r.mode for r in check.canonical + check.corrupted} == {"guard"}
+    with pytest.raises(sandbox.SandboxError, match="canonical solutions did not pass"):
+        humaneval.score([(some[0].task_id, some[0].canonical_solution)], 1, tight, "guard")
+    with pytest.raises(sandbox.SandboxError, match="canonical solutions did not pass"):
+        humaneval.evaluate_humaneval(_model(), tokenizer, some, max_new_tokens=2, workers=1, limits=tight, mode="guard")
+    r = humaneval.evaluate_humaneval(_model(), tokenizer, some, max_new_tokens=2, workers=1, mode="guard")
+    assert r.sandbox == "guard" and {s.sandbox for s in r.samples} == {"guard"}
