@@ -36,6 +36,9 @@ liger() {  # Hugging Face + Liger-Kernel at micro-batch $1; Albor's side still r
 }
 case $PART in
   battery)
+    # Installed (its dependencies are on the path already), as a user's preflight finds it: TRAIN-031 checks
+    # what an install's core dependencies collect.
+    python -m pip install -q --no-deps --no-build-isolation -e . || echo "albor not installed: TRAIN-031 skips"
     # The sandbox's hostile programs are CPU-tier tests; they run in CI, not on a shared GPU host. One test
     # file per pytest-xdist worker: the whole battery takes over ten minutes in one process.
     python -m albor battery --all --out "$OUT" -- --ignore=falsification/test_sandbox.py "${XDIST[@]}" ;;

@@ -329,6 +329,12 @@ def test_the_preflight_battery_collects_on_the_core_dependencies_alone(
 
     from packaging.utils import canonicalize_name
 
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        distribution("albor")
+    except PackageNotFoundError:
+        pytest.skip("albor runs from a source tree here, not an install: no install's dependencies to collect on")
     core = _core_distributions()
     assert {"torch", "pytest", "hypothesis"} <= core, core
     blocked = {
