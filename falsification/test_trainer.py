@@ -325,11 +325,9 @@ def _core_distributions() -> set[str]:
 def test_the_preflight_battery_collects_on_the_core_dependencies_alone(
     tmp_path: Path, monkeypatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from importlib.metadata import entry_points, packages_distributions
+    from importlib.metadata import PackageNotFoundError, distribution, entry_points, packages_distributions
 
     from packaging.utils import canonicalize_name
-
-    from importlib.metadata import PackageNotFoundError, distribution
 
     try:
         distribution("albor")
