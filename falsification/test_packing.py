@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 from albor.data import load_manifest, load_windows, prepare
 from albor.data.config import DataConfig
 from albor.data.corpus import corpus_dir, read_corpus
+from albor.data.files import sha256_file
 from albor.data.fim import SENTINELS, fim_invert, parts_from_ids
 from albor.data.packing import MANIFEST, document_order, pack, pack_windows, tokenize_documents
 from albor.data.split import STDLIB_REPO
@@ -260,3 +262,83 @@ def test_real_source_packs_to_its_text(real_source: Path, tmp_path: Path, fim_ra
         texts = [fim_invert(parts_from_ids(ids[a + 1 : b], lambda r: decode(tok, r))) for a, b in pairwise(ends)]
         assert set(texts) <= set(docs) and len(texts) >= len(docs) - 3
     assert SPECIAL_TEXT in read_corpus(out, "train") + read_corpus(out, "val")
+
+
+def _shards(tmp_path: Path, sizes: list[int], width: int, dtype: str) -> tuple[np.ndarray, list[Path], list[str]]:
+    """Shards of ``sizes`` rows of random tokens written by ``write_npy``, and the array they make together."""
+    whole = np.random.default_rng(len(sizes)).integers(0, 60000, (sum(sizes), width)).astype(dtype)
+    paths, digests, start = [], [], 0
+    for i, n in enumerate(sizes):
+        paths.append(tmp_path / f"shard-{i}.npy")
+        digests.append(write_npy(whole[start : start + n], paths[-1]))
+        start += n
+    return whole, paths, digests
+
+
+@pytest.mark.claim("PACK-011")
+@given(
+    st.lists(st.integers(1, 5), min_size=1, max_size=4),
+    st.sampled_from(["uint16", "uint32"]),
+    st.data(),
+)
+def test_windows_read_what_numpy_reads_of_the_shards_together(sizes: list[int], dtype: str, data) -> None:
+    import tempfile
+
+    from albor.data.windows import Windows
+
+    with tempfile.TemporaryDirectory() as tmp:
+        whole, paths, digests = _shards(Path(tmp), sizes, 7, dtype)
+        w = Windows(paths, digests, sizes, 7, dtype)
+        n = len(whole)
+        assert (len(w), w.shape) == (n, (n, 7))
+        # Any order, repeats, negative indices, runs across shard boundaries, and both ends.
+        idx = [*data.draw(st.lists(st.integers(-n, n - 1), max_size=12)), 0, n - 1, -n]
+        assert np.array_equal(w[np.array(idx)], whole[idx]) and w[np.array(idx)].dtype == whole.dtype
+        run = data.draw(st.integers(0, n - 1))
+        assert np.array_equal(w[run:], whole[run:]) and np.array_equal(w[::-1], whole[::-1])
+        assert np.array_equal(w[run], whole[run]) and w[run].shape == (7,)
+        assert np.array_equal(w[np.arange(run, n)], whole[run:]), "a sorted run across shards"
+        for bad in ([n], [-n - 1], [[0, 1]]):
+            with pytest.raises(IndexError) as e:
+                w[np.array(bad)]
+            assert str(e.value) == f"window indices must be a 1-d array within [0, {n})"
+        fds = [s.fd for s in w._shards]
+        del w, e  # the error's traceback holds the frame, and the frame the reader
+        gc.collect()
+        for fd in fds:
+            with pytest.raises(OSError):
+                os.fstat(fd)
+
+
+@pytest.mark.claim("PACK-011")
+def test_a_shard_other_than_the_manifest_says_is_refused_naming_both(tmp_path: Path) -> None:
+    from albor.data.packing import token_dtype
+    from albor.data.windows import Windows
+
+    assert (token_dtype(1 << 16), token_dtype((1 << 16) + 1)) == (np.dtype(np.uint16), np.dtype(np.uint32))
+    _, paths, digests = _shards(tmp_path, [3], 7, "uint16")
+    cases = {
+        "rows": ((4, 7, "uint16"), f"{paths[0]}: holds (3, 7) uint16, the manifest says (4, 7) uint16"),
+        "width": ((3, 6, "uint16"), f"{paths[0]}: holds (3, 7) uint16, the manifest says (3, 6) uint16"),
+        "dtype": ((3, 7, "uint32"), f"{paths[0]}: holds (3, 7) uint16, the manifest says (3, 7) uint32"),
+    }
+    for (rows, width, dtype), message in cases.values():
+        with pytest.raises(ValueError) as e:
+            Windows(paths, digests, [rows], width, dtype)
+        assert str(e.value) == message
+    fortran = tmp_path / "fortran.npy"
+    np.save(fortran, np.asfortranarray(np.zeros((3, 7), np.uint16)))
+    with pytest.raises(ValueError) as e:
+        Windows([fortran], [sha256_file(fortran)], [3], 7, "uint16")
+    assert str(e.value) == f"{fortran}: holds (3, 7) uint16 (Fortran order), the manifest says (3, 7) uint16"
+    for version in ((2, 0), (3, 0)):
+        other = tmp_path / f"v{version[0]}.npy"
+        with other.open("wb") as f:
+            np.lib.format.write_array(f, np.zeros((3, 7), np.uint16), version=version)
+        if version == (2, 0):
+            assert np.array_equal(Windows([other], [sha256_file(other)], [3], 7, "uint16")[:], np.zeros((3, 7)))
+        else:
+            with pytest.raises(ValueError, match=rf"^{other}: not a token shard: \(3, 0\)$"):
+                Windows([other], [sha256_file(other)], [3], 7, "uint16")
+    with pytest.raises(ValueError, match="Object arrays cannot be saved when allow_pickle=False"):
+        write_npy(np.array([{"a": 1}], dtype=object), tmp_path / "pickle.npy")
