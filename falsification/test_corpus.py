@@ -8,12 +8,14 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from albor.data.config import DataConfig
 from albor.data.corpus import CorpusReport, build_corpus, corpus_dir, read_corpus, read_corpus_rows
 from albor.data.schema import CORPUS_SCHEMA
 from albor.data.sources import harvest
-from albor.data.split import STDLIB_REPO
+from albor.data.split import STDLIB_REPO, val_groups
 from albor.data.synthetic import GPL_TEXT, clean_repos, python_source, write_repos
 from falsification.corpora import STDLIB_PARTS, nested_repos, parquet_source, stdlib_sample, true_repository
 
@@ -257,3 +259,65 @@ def test_the_default_source_is_this_interpreters_permissive_python(
         assert (h.capped_files, h.capped_bytes) == (2, 2 * len(big)), f"room {room}"
     assert not h.licenses["gpl-3.0-only"].kept and h.licenses["gpl-3.0-only"].repos == {"copyleft"}
     assert h.licenses["bsd-3-clause"].kept and h.licenses["bsd-3-clause"].files == 2
+
+
+@pytest.mark.claim("CORPUS-009")
+@given(
+    st.dictionaries(st.text("abcdefgh", min_size=1, max_size=3), st.integers(1, 40), max_size=9),
+    st.sampled_from([0.0, 0.1, 0.25, 0.5, 0.9]),
+    st.integers(0, 3),
+)
+def test_val_takes_whole_groups_within_its_share_in_the_seeded_order(
+    groups: dict[str, int], fraction: float, seed: int
+) -> None:
+    val = val_groups(groups, fraction, seed)
+    assert val_groups(dict(reversed(groups.items())), fraction, seed) == val, "the order of the mapping mattered"
+    if fraction == 0 or len(groups) < 2:
+        assert val == set()
+        return
+    budget, used = fraction * sum(groups.values()), sum(groups[g] for g in val)
+    assert val and val <= set(groups)
+    if used > budget:  # none fitted: the smallest joins alone, ties by name
+        smallest = min(groups.values())
+        assert val == {min(g for g, b in groups.items() if b == smallest)} and smallest > budget
+    else:
+        # Visited in order, each joined while it fitted: every group left out would overflow what val holds.
+        assert all(used + b > budget for g, b in groups.items() if g not in val), (groups, val)
+
+
+@pytest.mark.claim("CORPUS-009")
+def test_the_val_order_is_the_declared_hash_of_seed_and_group() -> None:
+    import hashlib
+
+    def first(names: list[str], seed: int) -> str:  # the declared order: sha256 of "seed:group"
+        return min(names, key=lambda g: hashlib.sha256(f"{seed}:{g}".encode()).digest())
+
+    names = [f"repo-{i}" for i in range(20)]
+    # One group of equal ones fits a share just over a twentieth: the first in the declared order.
+    picks = [val_groups(dict.fromkeys(names, 5), 0.051, seed) for seed in range(4)]
+    assert picks == [{first(names, seed)} for seed in range(4)]
+    assert len({next(iter(p)) for p in picks}) > 1, "the seed orders the groups"
+    assert len(val_groups(dict.fromkeys(names, 5), 0.5, 0)) == 10, "a share met exactly is taken"
+    assert val_groups({"a": 10, "c": 3, "b": 3}, 0.1, 0) == {"b"}
+    assert val_groups({"a": 1, "b": 1}, 0.5, 0) != set()
+
+
+@pytest.mark.claim("CORPUS-010")
+def test_the_corpus_record_holds_the_declared_fields_and_stages(tmp_path: Path) -> None:
+    import json
+
+    src = write_repos(tmp_path / "src", clean_repos(n_repos=4, files_per_repo=2))
+    cfg = DataConfig(source=str(src))
+    report = build_corpus(cfg, tmp_path / "out")
+    meta = json.loads((corpus_dir(tmp_path / "out") / "corpus.json").read_text())
+    assert set(meta) == {"format", "config", "shards", "report"} and meta["format"] == 1
+    assert meta["config"] == json.loads(json.dumps(cfg.fingerprint_fields())) and meta["report"]["source"]
+    assert meta["report"] == json.loads(json.dumps(report.to_json()))
+    assert [name for name, _, _ in report.stages] == [
+        "offered", "utf-8 text", "quality filters", "exact dedup", "near dedup"
+    ]  # fmt: skip
+    files = [n for _, n, _ in report.stages]
+    assert files[0] == 8 and files == sorted(files, reverse=True)
+    assert report.capped == (0, 0) and report.source == meta["report"]["source"]
+    # Four repositories of two files each: val is one whole repository, train the other three.
+    assert {k: (v["groups"], v["files"]) for k, v in report.splits.items()} == {"train": (3, 6), "val": (1, 2)}
